@@ -6,6 +6,7 @@ Every plotting function draws on ``ax`` (or a new figure) and returns the Axes; 
 from __future__ import annotations
 
 import html
+import importlib.util
 import inspect
 import os
 import re
@@ -81,8 +82,23 @@ def show_source(obj: Any) -> Source:
 # -----------------------------------------------------------------------------
 # plots
 
+def _register_bundled_hangul_font() -> None:
+    """Make NanumGothic known to matplotlib if ``koreanize-matplotlib`` (a dependency) ships it.
+
+    We only register the font file; we do not import that package, which would change the global
+    font settings of the learner's session.
+    """
+    spec = importlib.util.find_spec("koreanize_matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    path = os.path.join(list(spec.submodule_search_locations)[0], "fonts", "NanumGothic.ttf")
+    if os.path.exists(path) and "NanumGothic" not in {f.name for f in font_manager.fontManager.ttflist}:
+        font_manager.fontManager.addfont(path)
+
+
 def font_families() -> list[str]:
     """The installed fonts from ``HANGUL_FONTS``, best first (missing ones are skipped silently)."""
+    _register_bundled_hangul_font()
     installed = {f.name for f in font_manager.fontManager.ttflist}
     return [name for name in HANGUL_FONTS if name in installed] or ["DejaVu Sans"]
 

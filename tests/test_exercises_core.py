@@ -300,3 +300,19 @@ def test_inputs_are_described_briefly():
         check_function(lambda m, t, xs, flag: 0, lambda m, t, xs, flag: 1, [case], [expect_equal()])
     line = str(info.value).splitlines()[1]
     assert line.startswith("  inputs: m = Linear, t = 0.5, xs = [0, 1, 2,") and line.endswith("..., flag = True")
+
+
+def test_attempt_prints_the_report_instead_of_raising(capsys):
+    from s2s_course.exercises import attempt
+
+    def checker(fn):
+        return check_function(fn, lambda x: x * 2, cases=[Case("two", (torch.tensor([1.0, 2.0]),))])
+
+    def unfinished(x):
+        raise NotImplementedError("your code here")
+
+    assert attempt(checker, unfinished) is None
+    out = capsys.readouterr().out
+    assert "NotImplementedError" in out and "not there yet" in out and "'two'" in out
+    attempt(checker, lambda x: x + x)
+    assert "✓ all" in capsys.readouterr().out

@@ -8,12 +8,12 @@ import importlib
 import pkgutil
 import re
 
-from s2s_course.exercises.core import (Case, Check, CheckResult, ExerciseFailed, Trial, check_function,
+from s2s_course.exercises.core import (Case, attempt, Check, CheckResult, ExerciseFailed, Trial, check_function,
                                        default_checks, expect_close, expect_dtype, expect_equal,
                                        expect_grad, expect_inputs_unchanged, expect_masked_zero,
                                        expect_shape, expect_type, run_checks)
 
-__all__ = ["Case", "Check", "CheckResult", "ExerciseFailed", "Trial", "check_function", "default_checks",
+__all__ = ["attempt", "Case", "Check", "CheckResult", "ExerciseFailed", "Trial", "check_function", "default_checks",
            "expect_close", "expect_dtype", "expect_equal", "expect_grad", "expect_inputs_unchanged",
            "expect_masked_zero", "expect_shape", "expect_type", "run_checks"]
 
