@@ -27,8 +27,10 @@ test: unit notebooks book-strict
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -n 2 --cov=s2s_course --cov-report=term --cov-fail-under=90
 
+# Quick runs write their results files to a scratch folder, never over book/results.
 notebooks: $(STAMP)
-	S2S_QUICK=1 OMP_NUM_THREADS=1 MPLBACKEND=Agg $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+	rm -rf _build/nbval-results
+	S2S_QUICK=1 S2S_RESULTS_DIR=$(CURDIR)/_build/nbval-results OMP_NUM_THREADS=1 MPLBACKEND=Agg $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
 		-n $(NB_WORKERS) --dist loadfile -p no:cacheprovider chapters
 
 book-strict: $(STAMP)
@@ -41,7 +43,7 @@ execute: $(STAMP)
 
 ## make gpu-test: every notebook under nbval in full mode (meant for a GPU machine).
 gpu-test: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider chapters
+	S2S_RESULTS_DIR=$(CURDIR)/_build/nbval-results MPLBACKEND=Agg $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider chapters
 
 ## make lock: regenerate the pinned set from the current venv.
 lock: $(STAMP)

@@ -33,8 +33,17 @@ def _root(root: str | os.PathLike | None) -> Path:
     return here
 
 
+RESULTS_ENV = "S2S_RESULTS_DIR"
+
+
 def results_dir(root: str | os.PathLike | None = None) -> Path:
-    """``<root>/book/results``, where every result file lives."""
+    """``<root>/book/results``, where every result file lives.
+
+    ``$S2S_RESULTS_DIR`` overrides it when no ``root`` is given: the notebook tests set it, so a
+    quick test run never overwrites the results the book reports.
+    """
+    if root is None and os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
     return _root(root) / "book" / "results"
 
 

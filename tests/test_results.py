@@ -73,3 +73,13 @@ def test_default_root_is_the_nearest_folder_with_a_book(tmp_path, monkeypatch):
     path = save_result("ch01_demo", {"ok": True})
     assert path == tmp_path / "book" / "results" / "ch01_demo.json"
     assert load_results() == {"ch01_demo": {"ok": True}}
+
+
+def test_results_dir_env_override(tmp_path, monkeypatch):
+    from s2s_course import results
+
+    monkeypatch.setenv("S2S_RESULTS_DIR", str(tmp_path / "elsewhere"))
+    path = results.save_result("env_override", {"bleu": 1.0})
+    assert path.parent == tmp_path / "elsewhere"
+    assert results.load_results()["env_override"] == {"bleu": 1.0}
+    assert results.results_dir(tmp_path) == tmp_path / "book" / "results"  # an explicit root wins
