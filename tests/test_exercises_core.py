@@ -65,7 +65,9 @@ def test_wrong_shape_is_reported_with_both_shapes():
     _, msg = failure(lambda scores, mask: learner_correct(scores, mask).T)
     assert "failed on case 'basic', check 'shape'" in msg
     assert "expected shape (2, 4), got (4, 2)" in msg
-    assert "inputs: scores = tensor of shape (2, 4), float32, mask = tensor of shape (2, 4), bool" in msg
+    assert "inputs: scores = tensor of shape (2, 4), float32 = [[" in msg
+    assert "mask = tensor of shape (2, 4), bool" in msg
+    assert "bool = [[ True, True, True, False], [ True, True, True, True]]" in msg  # small inputs show their values
 
 
 def test_wrong_values_report_first_mismatch_and_max_difference():

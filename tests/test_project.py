@@ -173,7 +173,7 @@ def test_chapter_follows_the_chapter_shape(chapter):
     assert len(solutions) >= len(exercises), f"{path.name}: every exercise needs a solution"
     assert all(":class: dropdown" in s for s in solutions), f"{path.name}: solutions must be hidden (dropdown)"
     code = "\n".join(cell_source(c) for c in nb["cells"] if c["cell_type"] == "code")
-    assert re.search(r"check_\w+\(", code), f"{path.name}: no auto-checked coding exercise"
+    assert re.search(r"check_\w+\(|attempt\(check_\w+", code), f"{path.name}: no auto-checked coding exercise"
     assert "show_source(" in code, f"{path.name}: shows no package code"
     references = md.split("## References")[-1] if "## References" in md else ""
     assert _cited_keys(references), f"{path.name}: its References section cites nothing from references.bib"

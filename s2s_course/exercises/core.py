@@ -22,6 +22,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 
@@ -76,11 +77,16 @@ class CheckResult:
 # formatting helpers: messages a learner can act on
 
 def _fmt(value: Any) -> str:
-    """A short description of a value: tensors by shape and dtype, numbers to 4 digits."""
+    """A short description of a value: tensors by shape and dtype (and their values when they are
+    small enough to read), numbers to 4 digits."""
     if isinstance(value, torch.Tensor):
         if value.dim() == 0:
             return _fmt(value.item())
-        return f"tensor of shape {tuple(value.shape)}, {str(value.dtype).replace('torch.', '')}"
+        described = f"tensor of shape {tuple(value.shape)}, {str(value.dtype).replace('torch.', '')}"
+        if value.numel() <= 10:
+            shown = value.detach().cpu().numpy()
+            described += " = " + " ".join(np.array2string(shown, precision=4, separator=", ").split())
+        return described
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, torch.nn.Module):
