@@ -176,3 +176,14 @@ def test_terms_and_layout():
         for lang in ("de", "en"):
             assert f"multi30k/{split}.{lang}.gz" in layout
     assert "tatoeba-kor-eng/kor.txt" in layout
+
+
+def test_tatoeba_credits_align_with_pairs(shared_data):
+    from s2s_course.data import tatoeba_credits
+
+    pairs, credits = corpora.load_tatoeba_kor_eng(), tatoeba_credits()
+    assert len(credits) == len(pairs)
+    assert credits[0].startswith("CC-BY 2.0 (France) Attribution: tatoeba.org #")
+    test_pairs, test_credits = corpora.load_tatoeba_kor_eng("test"), tatoeba_credits("test")
+    by_pair = dict(zip(pairs, credits))
+    assert all(by_pair[p] == c for p, c in zip(test_pairs, test_credits))

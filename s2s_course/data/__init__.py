@@ -11,7 +11,7 @@ The path from text to a model input, one module per step:
 """
 from s2s_course.data.batching import (Batch, BucketBatchSampler, Seq2SeqDataset, collate_batch,
                                       lengths_to_mask, make_loader, pad_sequences)
-from s2s_course.data.corpora import load_multi30k, load_tatoeba_kor_eng, tatoeba_attribution
+from s2s_course.data.corpora import load_multi30k, load_tatoeba_kor_eng, tatoeba_attribution, tatoeba_credits
 from s2s_course.data.download import DataUnavailableError, fetch
 from s2s_course.data.specials import (EOS, EOS_IDX, PAD, PAD_IDX, SOS, SOS_IDX, SPECIALS, UNK,
                                       UNK_IDX)
@@ -30,5 +30,5 @@ __all__ = [
     "Batch", "Seq2SeqDataset", "collate_batch", "pad_sequences", "lengths_to_mask",
     "BucketBatchSampler", "make_loader",
     # real corpora
-    "DataUnavailableError", "fetch", "load_multi30k", "load_tatoeba_kor_eng", "tatoeba_attribution",
+    "DataUnavailableError", "fetch", "load_multi30k", "load_tatoeba_kor_eng", "tatoeba_attribution", "tatoeba_credits",
 ]

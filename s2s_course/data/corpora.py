@@ -101,9 +101,9 @@ def load_multi30k(split: str = "train") -> list[tuple[str, str]]:
     return list(zip(de, en))
 
 
-def _read_tatoeba(path: Path) -> list[tuple[str, str]]:
-    """Parse kor.txt (English <tab> Korean <tab> attribution) into (Korean, English) pairs."""
-    pairs = []
+def _read_tatoeba(path: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """Parse kor.txt (English <tab> Korean <tab> attribution) into (Korean, English) pairs and credits."""
+    pairs, credits = [], []
     for lineno, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
@@ -112,7 +112,8 @@ def _read_tatoeba(path: Path) -> list[tuple[str, str]]:
             raise ValueError(f"{path}, line {lineno}: expected 'English<TAB>Korean<TAB>attribution', "
                              f"got {line!r}")
         pairs.append((fields[1].strip(), fields[0].strip()))
-    return pairs
+        credits.append(fields[2].strip() if len(fields) > 2 else "")
+    return pairs, credits
 
 
 def _grouped_split(pairs: list[tuple[str, str]], seed: int) -> dict[str, list[int]]:
@@ -157,10 +158,22 @@ def load_tatoeba_kor_eng(split: str | None = None, seed: int = 0) -> list[tuple[
     drawn with ``seed`` in which no Korean or English sentence appears in two splits.
     Show ``tatoeba_attribution()`` wherever the data is used (CC-BY 2.0 FR).
     """
+    pairs, _ = _tatoeba(split, seed)
+    return pairs
+
+
+def tatoeba_credits(split: str | None = None, seed: int = 0) -> list[str]:
+    """The per-pair credit line (contributors and sentence ids), aligned with ``load_tatoeba_kor_eng``."""
+    _, credits = _tatoeba(split, seed)
+    return credits
+
+
+def _tatoeba(split: str | None, seed: int) -> tuple[list[tuple[str, str]], list[str]]:
     _check_split(split, TATOEBA_SPLITS)
     path = fetch(f"{TATOEBA_DIR}/{TATOEBA_MEMBER}", TATOEBA_URLS, TATOEBA_SHA256,
                  extract=TATOEBA_MEMBER, note=local_layout())
-    pairs = _read_tatoeba(path)
+    pairs, credits = _read_tatoeba(path)
     if split is None:
-        return pairs
-    return [pairs[i] for i in _grouped_split(pairs, seed)[split]]
+        return pairs, credits
+    chosen = _grouped_split(pairs, seed)[split]
+    return [pairs[i] for i in chosen], [credits[i] for i in chosen]
