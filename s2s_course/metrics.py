@@ -156,4 +156,5 @@ def lowercase_token_bleu(hyps_tokens: Sequence[Sequence[str]],
                             f"not a list of strings (use corpus_bleu for sentences)")
     hyps = [" ".join(str(t) for t in tokens).lower() for tokens in hyps_tokens]
     refs = [" ".join(str(t) for t in tokens).lower() for tokens in refs_tokens]
-    return BLEU(tokenize="none", lowercase=False).corpus_score(hyps, [refs])
+    # force=True: the input is tokenized on purpose, so sacrebleu's "forgot to detokenize?" warning is noise.
+    return BLEU(tokenize="none", lowercase=False, force=True).corpus_score(hyps, [refs])

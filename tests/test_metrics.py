@@ -140,3 +140,14 @@ def test_lowercase_token_bleu():
         lowercase_token_bleu([], [])
     with pytest.raises(TypeError, match="refs_tokens must be a list of token lists"):
         lowercase_token_bleu(hyps, ["the dog", "a cat"])
+
+
+def test_lowercase_token_bleu_does_not_warn_about_tokenized_input(caplog):
+    import logging
+
+    from s2s_course.metrics import lowercase_token_bleu
+
+    with caplog.at_level(logging.WARNING, logger="sacrebleu"):
+        score = lowercase_token_bleu([["a", "dog", "runs", "."]], [["a", "dog", "runs", "."]])
+    assert score.score == pytest.approx(100.0)
+    assert not [r for r in caplog.records if "detokenize" in r.getMessage()]
