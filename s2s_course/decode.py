@@ -162,6 +162,20 @@ def _add_row(attention: torch.Tensor | None, row: torch.Tensor | None) -> torch.
     return row if attention is None else torch.cat([attention, row])   # (T, S)
 
 
+def beam_step(beam_scores: torch.Tensor, log_probs: torch.Tensor,
+              k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of beam search: the k best one-token extensions of K hypotheses.
+
+    beam_scores: (K,) log-probability of each hypothesis so far; log_probs: (K, V) of the next
+    token. Extension (i, v) scores beam_scores[i] + log_probs[i, v], and all K*V extensions are
+    ranked together (one parent may get several children). Returns (scores, parents, tokens), (k,) each.
+    """
+    V = log_probs.size(1)
+    totals = beam_scores.unsqueeze(1) + log_probs                       # (K, V): every extension
+    scores, flat_idx = totals.reshape(-1).topk(min(k, totals.numel()))  # (k,)
+    return scores, flat_idx // V, flat_idx % V                          # which hypothesis, which token
+
+
 def _beam_search_one(model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
                      beam_size: int, max_len: int, alpha: float, sos_idx: int,
                      eos_idx: int) -> list[Hypothesis]:
@@ -180,14 +194,11 @@ def _beam_search_one(model: nn.Module, src: torch.Tensor, src_lengths: torch.Ten
         logits, state = model.decode_step(y_prev, state)                # (K, V)
         log_probs = torch.log_softmax(logits.float(), dim=-1)           # (K, V)
         prefix = torch.tensor([h.log_prob for h in beam], device=log_probs.device)  # (K,)
-        totals = prefix.unsqueeze(1) + log_probs                        # (K, V): every extension
-        V = totals.size(1)
         width = beam_size - len(finished)                               # places left in the beam
-        best, flat_idx = totals.view(-1).topk(min(width, totals.numel()))
+        best, best_parents, best_tokens = beam_step(prefix, log_probs, width)
         attn = getattr(state, "attn", None)                             # (K, S) or None
         new_beam, parents = [], []
-        for total, idx in zip(best.tolist(), flat_idx.tolist()):
-            parent, token = idx // V, idx % V                           # which hypothesis, token
+        for total, parent, token in zip(best.tolist(), best_parents.tolist(), best_tokens.tolist()):
             hyp = beam[parent]
             attention = _add_row(hyp.attention, None if attn is None else attn[parent])
             if token == eos_idx:                                        # done: stop growing it

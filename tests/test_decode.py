@@ -208,3 +208,18 @@ def test_decoding_argument_errors():
         sample_decode(toy, src, lengths, temperature=0.0)
     with pytest.raises(ValueError, match="max_len must be > 0"):
         greedy_decode(toy, src, lengths, max_len=0)
+
+
+def test_beam_step_ranks_all_extensions_together_by_hand():
+    from s2s_course.decode import beam_step
+
+    beam_scores = torch.tensor([-0.1, -2.0])                  # hypothesis 0 is far better so far
+    log_probs = torch.log(torch.tensor([[0.5, 0.3, 0.2],
+                                        [0.9, 0.05, 0.05]]))
+    scores, parents, tokens = beam_step(beam_scores, log_probs, 3)
+    # totals: h0: -0.793, -1.304, -1.709; h1: -2.105, ...: all three children come from h0
+    assert parents.tolist() == [0, 0, 0] and tokens.tolist() == [0, 1, 2]
+    assert torch.allclose(scores, torch.tensor([-0.1 + math.log(0.5), -0.1 + math.log(0.3),
+                                                -0.1 + math.log(0.2)]))
+    scores, parents, tokens = beam_step(beam_scores, log_probs, 10)   # k larger than K*V
+    assert len(scores) == 6 and (parents[3], tokens[3]) == (1, 0)

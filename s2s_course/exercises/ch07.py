@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from s2s_course.decode import gnmt_length_penalty
+from s2s_course.decode import beam_step, gnmt_length_penalty
 from s2s_course.exercises.core import Case, Check, Trial, check_function, expect_inputs_unchanged
 
 # =============================================================================================
@@ -121,12 +121,8 @@ def check_length_penalty(length_penalty_scores: Callable) -> bool:
 
 def reference_beam_step(beam_scores: torch.Tensor, log_probs: torch.Tensor,
                         k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The k best extensions of K hypotheses by V tokens, as in ``decode._beam_search_one``:
-    total score of extension (i, v) = beam_scores[i] + log_probs[i, v]; rank all K*V together."""
-    V = log_probs.size(1)
-    totals = beam_scores.unsqueeze(1) + log_probs                      # (K, V)
-    scores, flat = totals.reshape(-1).topk(k)                          # (k,), (k,)
-    return scores, flat // V, flat % V                                 # parent, token
+    """The package's ``decode.beam_step``: the k best of all K*V extensions, with back-pointers."""
+    return beam_step(beam_scores, log_probs, k)
 
 
 def _no_prefix(beam_scores, log_probs, k):
