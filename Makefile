@@ -38,8 +38,9 @@ book-strict: $(STAMP)
 	$(JB) build -W -n --keep-going .
 
 ## make execute: re-run every chapter in full mode in place (saves widget state and run metadata).
+## One CPU thread by default: the committed CPU runs used it, so their numbers repeat exactly.
 execute: $(STAMP)
-	$(BIN)/python scripts/execute_notebooks.py chapters/*.ipynb
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/execute_notebooks.py chapters/*.ipynb
 
 ## make gpu-test: every notebook under nbval in full mode (meant for a GPU machine).
 gpu-test: $(STAMP)
