@@ -24,6 +24,37 @@ _HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")  # jamo, compa
 
 
 # -----------------------------------------------------------------------------
+# tables (the course needs no pandas)
+
+class Table:
+    """A small results table that shows as HTML in notebooks and on the website, and as Markdown
+    or plain text elsewhere. Cells are turned into strings; `back-quoted` text becomes code."""
+
+    def __init__(self, header: Sequence[Any], rows: Sequence[Sequence[Any]]):
+        self.header = [str(h) for h in header]
+        self.rows = [[str(x) for x in row] for row in rows]
+        for i, row in enumerate(self.rows):
+            if len(row) != len(self.header):
+                raise ValueError(f"rows[{i}] has {len(row)} cells, the header has {len(self.header)}")
+
+    def _repr_html_(self) -> str:
+        def cell(text: str, tag: str) -> str:
+            parts = html.escape(text).split("`")
+            inner = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+            return f"<{tag}>{inner}</{tag}>"
+        head = "".join(cell(h, "th") for h in self.header)
+        body = "".join("<tr>" + "".join(cell(x, "td") for x in row) + "</tr>" for row in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def _repr_markdown_(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in self.rows])
+
+    def __repr__(self) -> str:
+        return self._repr_markdown_()
+
+
+# -----------------------------------------------------------------------------
 # source code
 
 class Source:
@@ -201,5 +232,5 @@ def plot_by_length(series: Mapping[str, Mapping[int, Any]], ax: Axes | None = No
     return ax
 
 
-__all__ = ["HANGUL_FONTS", "Source", "font_families", "show_source", "plot_history",
+__all__ = ["HANGUL_FONTS", "Source", "Table", "font_families", "show_source", "plot_history",
            "plot_attention", "plot_by_length"]

@@ -179,3 +179,21 @@ def test_plot_by_length_takes_accuracy_by_length_output():
     assert list(ax.get_lines()[0].get_ydata()) == [0.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="series is empty"):
         plot_by_length({})
+
+
+def test_table_renders_html_markdown_and_text():
+    from s2s_course.viz import Table
+
+    t = Table(["model", "BLEU"], [["`beam`", 30.1], ["a<b", 2]])
+    assert t._repr_markdown_() == "| model | BLEU |\n|---|---|\n| `beam` | 30.1 |\n| a<b | 2 |"
+    assert repr(t) == t._repr_markdown_()
+    html_text = t._repr_html_()
+    assert "<th>model</th><th>BLEU</th>" in html_text
+    assert "<td><code>beam</code></td>" in html_text and "<td>a&lt;b</td>" in html_text
+
+
+def test_table_rejects_ragged_rows():
+    from s2s_course.viz import Table
+
+    with pytest.raises(ValueError, match=r"rows\[1\] has 1 cells, the header has 2"):
+        Table(["a", "b"], [[1, 2], [3]])
