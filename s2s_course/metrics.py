@@ -141,6 +141,14 @@ def bleu_signature(tokenize: str = "13a", lowercase: bool = False) -> str:
     return str(bleu.get_signature())
 
 
+def chrf_signature(word_order: int = 0, lowercase: bool = False) -> str:
+    """sacrebleu's signature for ``corpus_chrf`` with these settings (one reference), e.g.
+    ``nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.4.0``."""
+    chrf = CHRF(word_order=word_order, lowercase=lowercase)
+    chrf.corpus_score(["x"], [["x"]])  # sacrebleu learns the number of references by scoring
+    return str(chrf.get_signature())
+
+
 def lowercase_token_bleu(hyps_tokens: Sequence[Sequence[str]],
                          refs_tokens: Sequence[Sequence[str]]) -> BLEUScore:
     """BLEU over our *own* tokens, lowercased and joined by spaces (sacrebleu, ``tokenize="none"``).

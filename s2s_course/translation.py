@@ -23,9 +23,7 @@ itself prefer a wrong one?), and ``find_failures`` (repetitions, dropped words, 
 """
 from __future__ import annotations
 
-import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -38,7 +36,8 @@ from s2s_course.data.specials import EOS_IDX, PAD_IDX, SOS_IDX, UNK
 from s2s_course.data.tokenize import get_tokenizer
 from s2s_course.data.vocab import Vocab, build_vocab_from_iterator
 from s2s_course.decode import beam_search, evaluating, greedy_decode
-from s2s_course.metrics import bleu_signature, corpus_bleu, corpus_chrf, lowercase_token_bleu
+from s2s_course.metrics import (bleu_signature, chrf_signature, corpus_bleu, corpus_chrf,
+                                lowercase_token_bleu)
 from s2s_course.train import History, fit
 
 Tokenizer = Callable[[str], list[str]]
@@ -207,28 +206,6 @@ class TranslationResult:
                 "seconds": round(self.seconds, 2)}
 
 
-def chrf_signature() -> str:
-    """sacreBLEU's signature of the chrF settings ``corpus_chrf`` uses (one reference)."""
-    from sacrebleu.metrics import CHRF
-
-    chrf = CHRF()
-    chrf.corpus_score(["x"], [["x"]])  # sacrebleu learns the number of references by scoring
-    return str(chrf.get_signature())
-
-
-@contextmanager
-def _quiet_sacrebleu():
-    """Token BLEU joins tokens with spaces on purpose; silence sacreBLEU's (correct, but here
-    expected) warning that such text "looks tokenized"."""
-    logger = logging.getLogger("sacrebleu")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _check_pairs(pairs: Sequence[Pair]) -> None:
     if isinstance(pairs, str) or not isinstance(pairs, Sequence) or len(pairs) == 0:
         raise ValueError("pairs must be a non-empty list of (source, reference) sentence pairs")
@@ -291,8 +268,7 @@ def evaluate_translation(model: nn.Module, pairs: Sequence[Pair], src_vocab: Voc
     hypotheses = [recase(detokenize(tokens)) for tokens in hyp_tokens]
     references = [ref for _, ref in pairs]
     bleu = corpus_bleu(hypotheses, references)
-    with _quiet_sacrebleu():
-        token_bleu = lowercase_token_bleu(hyp_tokens, [tokenizer(r) for r in references]).score
+    token_bleu = lowercase_token_bleu(hyp_tokens, [tokenizer(r) for r in references]).score
     return TranslationResult(
         method=method, beam_size=1 if method == "greedy" else beam_size,
         length_penalty=0.0 if method == "greedy" else float(length_penalty),

@@ -152,3 +152,12 @@ def test_lowercase_token_bleu_does_not_warn_about_tokenized_input(caplog):
         score = lowercase_token_bleu([["a", "dog", "runs", "."]] * 120, [["a", "dog", "runs", "."]] * 120)
     assert score.score == pytest.approx(100.0)
     assert not [r for r in caplog.records if "detokenize" in r.getMessage()]
+
+
+def test_chrf_signature_names_the_settings():
+    from s2s_course.metrics import chrf_signature
+
+    sig = chrf_signature()
+    assert sig.startswith("nrefs:1|case:mixed|") and "nc:6|nw:0" in sig
+    assert "nw:2" in chrf_signature(word_order=2)        # chrF++
+    assert "case:lc" in chrf_signature(lowercase=True)

@@ -6,7 +6,6 @@ models with known probabilities.
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 from pathlib import Path
@@ -17,10 +16,10 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from s2s_course.data import EOS_IDX, SOS_IDX, UNK, get_tokenizer, load_multi30k, make_loader
 from s2s_course.decode import beam_search, greedy_decode
-from s2s_course.metrics import lowercase_token_bleu
 from s2s_course.models import DecoderState, make_attention_seq2seq, make_rnn_seq2seq
-from s2s_course.translation import (TranslationResult, _quiet_sacrebleu, bleu_metric,
-                                    chrf_signature, detokenize, evaluate_translation,
+from s2s_course.metrics import chrf_signature
+from s2s_course.translation import (TranslationResult, bleu_metric,
+                                    detokenize, evaluate_translation,
                                     find_failures, fit_select, prepare_multi30k, recase,
                                     repeated_ngram, search_and_model_errors, sequence_log_probs)
 
@@ -207,17 +206,6 @@ def test_evaluate_translation_rejects_bad_arguments(small, model, kwargs, pairs,
     pairs = small.raw["test"] if pairs is None else pairs
     with pytest.raises(ValueError, match=word):
         evaluate_translation(model, pairs, small.src_vocab, small.tgt_vocab, small.tokenizer, **kwargs)
-
-
-def test_token_bleu_warning_is_silenced_and_level_restored(caplog):
-    logger = logging.getLogger("sacrebleu")
-    before = logger.level
-    lines = [["a", "dog", "."]] * 120            # sacrebleu warns about 100+ lines ending in " ."
-    with caplog.at_level(logging.WARNING, logger="sacrebleu"):
-        with _quiet_sacrebleu():
-            lowercase_token_bleu(lines, lines)
-    assert not [r for r in caplog.records if r.name == "sacrebleu"]
-    assert logger.level == before
 
 
 def test_bleu_metric_is_greedy_bleu(small, model):
