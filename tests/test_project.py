@@ -207,3 +207,38 @@ def test_widget_outputs_have_saved_state(chapter):
 
 def test_python_version_supported():
     assert sys.version_info >= (3, 10)
+
+
+def _resolve(dotted: str):
+    """Import ``s2s_course.a.b.Name.attr`` by trying the longest importable module prefix."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(dotted)
+
+
+def test_shown_package_source_is_the_current_source(chapter):
+    """A chapter shows package code with show_source; its committed output must still be that
+    code (same text, same line), or the chapter needs re-executing (`make execute`)."""
+    from s2s_course.viz import show_source
+
+    path, nb = chapter
+    shown = 0
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            text = out.get("data", {}).get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            match = re.match(r"# (s2s_course\.[\w.]+)  \(", text)
+            if match:
+                shown += 1
+                current = repr(show_source(_resolve(match.group(1))))
+                assert text.rstrip("\n") == current.rstrip("\n"), f"{path.name}: the shown source of {match.group(1)} is stale; re-execute"
+    assert shown, f"{path.name}: shows no package source"
