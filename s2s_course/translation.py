@@ -38,7 +38,7 @@ from s2s_course.data.vocab import Vocab, build_vocab_from_iterator
 from s2s_course.decode import beam_search, evaluating, greedy_decode
 from s2s_course.metrics import (bleu_signature, chrf_signature, corpus_bleu, corpus_chrf,
                                 lowercase_token_bleu)
-from s2s_course.train import History, fit
+from s2s_course.train import History, _model_device, fit
 
 Tokenizer = Callable[[str], list[str]]
 Pair = tuple[str, str]
@@ -214,11 +214,6 @@ def _check_pairs(pairs: Sequence[Pair]) -> None:
                 or not all(isinstance(s, str) for s in pair)):
             raise ValueError(f"pairs[{i}] must be a (source, reference) pair of strings, "
                              f"got {pair!r:.60}")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 def evaluate_translation(model: nn.Module, pairs: Sequence[Pair], src_vocab: Vocab,

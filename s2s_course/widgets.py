@@ -27,6 +27,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from s2s_course.train import _model_device
 from s2s_course.viz import font_families, plot_attention
 
 
@@ -130,7 +131,7 @@ def examples_from_model(model: torch.nn.Module, dataset: Any, indices: Sequence[
     indices = list(indices)
     if not indices:
         raise ValueError("indices is empty: pick at least one example of the dataset")
-    device = next(model.parameters()).device if device is None else device
+    device = _model_device(model) if device is None else device
     src, lengths = pad_sequences([dataset[i][0] for i in indices])    # (B, S), (B,)
     src = src.to(device)
     outputs, attention = greedy_decode(model, src, lengths, max_len=max_len,
