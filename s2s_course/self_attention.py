@@ -29,9 +29,16 @@ from torch import nn
 
 def padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
     """(B,) lengths -> (B, S) bool, True at the first ``lengths[b]`` positions (the real tokens)."""
-    if lengths.dim() != 1:
-        raise ValueError(f"lengths must be (B,), got shape {tuple(lengths.shape)}")
-    S = int(lengths.max()) if max_len is None else max_len
+    if lengths.dim() != 1 or lengths.is_floating_point() or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be (B,) integers, got shape {tuple(lengths.shape)} "
+                         f"{lengths.dtype}")
+    if len(lengths) and int(lengths.min()) < 0:
+        raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}")
+    longest = int(lengths.max()) if len(lengths) else 0
+    if max_len is not None and max_len < longest:
+        raise ValueError(f"max_len={max_len} is shorter than the longest of lengths ({longest}): "
+                         f"real tokens would be cut off")
+    S = longest if max_len is None else max_len
     positions = torch.arange(S, device=lengths.device)                  # (S,)
     return positions.unsqueeze(0) < lengths.unsqueeze(1)                 # (B, S)
 
@@ -52,10 +59,12 @@ def _check_mask(mask: torch.Tensor, shape: tuple[int, ...]) -> None:
     if mask.dtype != torch.bool:
         raise ValueError(f"mask must be bool (True = may attend), got {mask.dtype}")
     try:
-        torch.broadcast_shapes(mask.shape, shape)
+        fits = torch.broadcast_shapes(mask.shape, shape) == shape
     except RuntimeError:
+        fits = False
+    if not fits:  # the mask may only be expanded to the scores, never enlarge them
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' "
-                         f"shape {shape} (..., T, S)") from None
+                         f"shape {shape} (..., T, S)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,6 +89,8 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
         raise ValueError(f"k's last dim must equal q's d_k={q.size(-1)}, got {tuple(k.shape)}")
     if v.size(-2) != k.size(-2):
         raise ValueError(f"v must have S={k.size(-2)} positions like k, got {tuple(v.shape)}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale                           # (..., T, S)
     if mask is not None:
