@@ -90,3 +90,34 @@ def inverse_sigmoid(k: float) -> Schedule:
         return 0.0 if x > 700 else k / (k + math.exp(x))  # exp(x) overflows past ~709
 
     return Schedule(f"inverse_sigmoid(k={k:g})", eps)
+
+
+# --------------------------------------------------------------------------------------------
+# Learning-rate schedules: the same Schedule objects, mapping the global step to a learning rate
+# (``fit(..., lr_schedule=...)``). They are not probabilities, so no [0, 1] check.
+# --------------------------------------------------------------------------------------------
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def noam(d_model: int, warmup: int = 4000, factor: float = 1.0) -> Schedule:
+    """Vaswani et al. 2017, eq. (3): lr = factor * d_model^-0.5 * min(s^-0.5, s * warmup^-1.5)
+    with s = step + 1. Rises linearly for ``warmup`` steps, then decays as 1 / sqrt(s)."""
+    d_model, warmup = _positive_int("d_model", d_model), _positive_int("warmup", warmup)
+    factor = _number("factor", factor)
+    return Schedule(f"noam(d_model={d_model}, warmup={warmup}, factor={factor:g})",
+                    lambda i: factor * d_model ** -0.5 * min((i + 1) ** -0.5,
+                                                             (i + 1) * warmup ** -1.5))
+
+
+def warmup_inverse_sqrt(peak_lr: float, warmup: int) -> Schedule:
+    """The same shape as ``noam``, named by its peak: lr rises linearly to ``peak_lr`` at step
+    ``warmup``, then decays as ``peak_lr * sqrt(warmup / s)``. noam(d, w) peaks at 1/sqrt(d w)."""
+    peak_lr, warmup = _number("peak_lr", peak_lr), _positive_int("warmup", warmup)
+    if not peak_lr > 0:
+        raise ValueError(f"peak_lr must be > 0, got {peak_lr!r}")
+    return Schedule(f"warmup_inverse_sqrt(peak_lr={peak_lr:g}, warmup={warmup})",
+                    lambda i: peak_lr * min((i + 1) / warmup, math.sqrt(warmup / (i + 1))))

@@ -30,7 +30,8 @@ from s2s_course.metrics import perplexity
 TeacherForcing = float | Callable[[int], float]  # a fixed ratio, or a schedule of the global step
 Metric = Callable[[nn.Module, Iterable, torch.device], float]  # fn(model, loader, device) -> float
 
-_RESERVED = ("epoch", "train_loss", "val_loss", "val_ppl", "val_token_acc", "tf_ratio", "seconds")
+_RESERVED = ("epoch", "train_loss", "val_loss", "val_ppl", "val_token_acc", "tf_ratio", "seconds",
+             "train_seconds", "steps", "train_tokens", "lr")
 
 
 # -----------------------------------------------------------------------------
@@ -125,7 +126,8 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None,
+             bf16: bool = False) -> dict[str, float]:
     """Teacher-forced loss, perplexity and token accuracy over the non-pad target tokens.
 
     Averages are per *token* over the whole loader (not per batch), so batch sizes do not matter.
@@ -137,7 +139,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
     total_nll, correct, tokens = 0.0, 0, 0
     for batch in loader:
         batch = batch.to(device)
-        logits = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=1.0)  # (B, T, V)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=1.0)  # (B, T, V)
         target = batch.tgt_out                                                           # (B, T)
         real = target != PAD_IDX                                                         # (B, T)
         total_nll += sequence_loss(logits, target, reduction="sum").item()
@@ -173,7 +176,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         lr: float = 1e-3, optimizer: torch.optim.Optimizer | None = None, clip: float | None = 1.0,
         teacher_forcing: TeacherForcing = 1.0, device: torch.device | str | None = None,
         amp: bool = False, label_smoothing: float = 0.0, metrics: dict[str, Metric] | None = None,
-        progress: bool = True, seed: int | None = None) -> History:
+        progress: bool = True, seed: int | None = None, lr_schedule: Callable[[int], float] | None = None,
+        bf16: bool = False, first_step: int = 0, max_seconds: float | None = None) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_loader`` and return its ``History``.
 
     - loss: cross-entropy of the logits against ``batch.tgt_out``, padding ignored;
@@ -181,6 +185,11 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
       ``s2s_course.schedules``) evaluated at every global step (one step = one batch);
     - ``clip``: largest allowed gradient norm (``None`` disables clipping); RNNs need it;
     - ``amp``: mixed precision, used only on CUDA (elsewhere silently full precision);
+    - ``bf16``: autocast to bfloat16 on any device (fast on CPUs with AMX and on recent GPUs;
+      no loss scaling needed, the loss itself is computed in float32);
+    - ``lr_schedule``: a function ``step -> learning rate`` (``schedules.noam``), set before
+      every step; ``first_step`` is the global step to start from (``fit_select`` continues);
+    - ``max_seconds``: stop after the epoch during which this much training time has passed;
     - after each epoch, when ``val_loader`` is given: ``val_loss``, ``val_ppl``, ``val_token_acc``
       and every ``metrics[name](model, val_loader, device)``.
 
@@ -208,11 +217,17 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     model.to(device)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if bf16 and amp:
+        raise ValueError("choose one of amp (float16, CUDA) and bf16 (bfloat16), not both")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
     use_amp = amp and device.type == "cuda"
+    autocast_dtype = torch.bfloat16 if bf16 else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)  # disabled: every call is a no-op
 
     history = History()
-    step = 0  # global step: the argument of a teacher-forcing schedule
+    step = first_step  # global step: the argument of the teacher-forcing and lr schedules
+    trained = 0.0      # seconds spent training (validation excluded), for max_seconds
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -221,7 +236,11 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         for batch in train_loader:
             batch = batch.to(device)
             ratio = _tf_ratio(teacher_forcing, step)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            if lr_schedule is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_schedule(step)
+            with torch.autocast(device_type=device.type, dtype=autocast_dtype,
+                                enabled=use_amp or bf16):
                 logits = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=ratio)  # (B, T, V)
             loss = sequence_loss(logits, batch.tgt_out, label_smoothing=label_smoothing)
             loss_value = loss.item()
@@ -248,17 +267,23 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
             raise ValueError("train_loader yielded no batches")
 
         record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n_tokens}
+        train_seconds = time.perf_counter() - start
+        trained += train_seconds
         if val_loader is not None:
-            scores = evaluate(model, val_loader, device)
+            scores = evaluate(model, val_loader, device, bf16=bf16)
             record.update(val_loss=scores["loss"], val_ppl=scores["ppl"], val_token_acc=scores["token_acc"])
             for name, metric in metrics.items():
                 record[name] = float(metric(model, val_loader, device))
             model.train()
         record["tf_ratio"] = sum(ratios) / len(ratios)  # mean over the epoch's steps
         record["seconds"] = time.perf_counter() - start
+        record.update(train_seconds=train_seconds, steps=step, train_tokens=n_tokens,
+                      lr=optimizer.param_groups[0]["lr"])  # lr: at the epoch's last step
         bar.set_postfix({k: f"{record[k]:.3f}" for k in ("train_loss", "val_loss", "val_ppl") if k in record})
         bar.close()  # the finished bar stays on screen with the epoch's summary
         history.append(record)
+        if max_seconds is not None and trained >= max_seconds:
+            break
     model.eval()
     return history
 

@@ -33,6 +33,7 @@ from torch import nn
 from s2s_course.data.batching import Seq2SeqDataset, pad_sequences
 from s2s_course.data.corpora import load_multi30k
 from s2s_course.data.specials import EOS_IDX, PAD_IDX, SOS_IDX, UNK
+from s2s_course.data.subword import train_bpe
 from s2s_course.data.tokenize import get_tokenizer
 from s2s_course.data.vocab import Vocab, build_vocab_from_iterator
 from s2s_course.decode import beam_search, evaluating, greedy_decode
@@ -71,6 +72,7 @@ class TranslationData:
     tokenizer: Tokenizer
     raw: dict[str, list[Pair]]
     settings: dict[str, Any] = field(default_factory=dict)
+    detokenizer: Callable[[Sequence[str]], str] | None = None  # None: recase(detokenize(...))
 
     def sizes(self) -> dict[str, int]:
         """Number of sentence pairs per split and the two vocabulary sizes."""
@@ -94,13 +96,18 @@ def _tokenize_split(pairs: Iterable[Pair], tokenizer: Tokenizer, max_len: int | 
     return tokens, raw
 
 
-def prepare_multi30k(min_freq: int = 2, max_len: int | None = None, lowercase: bool = True,
+def prepare_multi30k(min_freq: int = 2, max_len: int | None = None, lowercase: bool | None = None,
                      n_train: int | None = None, n_val: int | None = None,
-                     n_test: int | None = None, tokenizer: str = "words") -> TranslationData:
+                     n_test: int | None = None, tokenizer: str = "words",
+                     bpe_vocab_size: int = 8000) -> TranslationData:
     """Multi30k de->en as datasets and vocabularies built from the training split only.
 
-    - ``tokenizer``/``lowercase``: ``get_tokenizer(tokenizer, lower=lowercase)``, both languages;
-    - ``min_freq``: rarer training tokens become ``<unk>``;
+    - ``tokenizer``/``lowercase``: ``get_tokenizer(tokenizer, lower=lowercase)``, both languages
+      (``lowercase`` defaults to True); or ``tokenizer="bpe"``: one joint BPE model of
+      ``bpe_vocab_size`` pieces learned on both sides of the training split (``lowercase``
+      defaults to False: the model writes cased text), and ONE vocabulary shared by source and
+      target (``data.src_vocab is data.tgt_vocab``), so embeddings can be tied;
+    - ``min_freq``: rarer training tokens become ``<unk>`` (words only);
     - ``max_len``: keep only *training* pairs with at most this many tokens on each side (val and
       test are never filtered: what we report must be the real test set);
     - ``n_train``/``n_val``/``n_test``: keep the first n pairs (in file order) of each split,
@@ -111,19 +118,33 @@ def prepare_multi30k(min_freq: int = 2, max_len: int | None = None, lowercase: b
     for name, value in (("max_len", max_len), ("n_train", n_train), ("n_val", n_val),
                         ("n_test", n_test)):
         _check_count(name, value)
-    tok = get_tokenizer(tokenizer, lower=lowercase)
+    detokenizer = None
+    if tokenizer == "bpe":
+        lowercase = False if lowercase is None else lowercase
+        train_pairs = list(load_multi30k("train"))[:n_train]
+        tok = train_bpe((s for pair in train_pairs for s in pair), bpe_vocab_size,
+                        lowercase=lowercase)
+        detokenizer = (lambda pieces: recase(tok.decode(pieces))) if lowercase else tok.decode
+    else:
+        lowercase = True if lowercase is None else lowercase
+        tok = get_tokenizer(tokenizer, lower=lowercase)
     train_tokens, train_raw = _tokenize_split(load_multi30k("train"), tok, max_len, n_train)
     if not train_tokens:
         raise ValueError(f"no training pair has at most max_len={max_len} tokens per side")
     val_tokens, val_raw = _tokenize_split(load_multi30k("val"), tok, None, n_val)
     test_tokens, test_raw = _tokenize_split(load_multi30k("test_2016_flickr"), tok, None, n_test)
 
-    src_vocab = build_vocab_from_iterator((s for s, _ in train_tokens), min_freq=min_freq)
-    tgt_vocab = build_vocab_from_iterator((t for _, t in train_tokens), min_freq=min_freq)
+    if tokenizer == "bpe":  # one joint vocabulary, in the BPE model's own order
+        src_vocab = tgt_vocab = Vocab(tok.pieces())
+    else:
+        src_vocab = build_vocab_from_iterator((s for s, _ in train_tokens), min_freq=min_freq)
+        tgt_vocab = build_vocab_from_iterator((t for _, t in train_tokens), min_freq=min_freq)
     settings = {"dataset": "multi30k de-en", "tokenizer": tokenizer, "lowercase": lowercase,
                 "min_freq": min_freq, "max_len": max_len, "n_train": n_train, "n_val": n_val,
                 "n_test": n_test}
-    return TranslationData(
+    if tokenizer == "bpe":
+        settings["bpe_vocab_size"] = bpe_vocab_size
+    return TranslationData(detokenizer=detokenizer,
         train=Seq2SeqDataset(train_tokens, src_vocab, tgt_vocab),
         val=Seq2SeqDataset(val_tokens, src_vocab, tgt_vocab),
         test=Seq2SeqDataset(test_tokens, src_vocab, tgt_vocab),
@@ -220,13 +241,16 @@ def evaluate_translation(model: nn.Module, pairs: Sequence[Pair], src_vocab: Voc
                          tgt_vocab: Vocab, tokenizer: Tokenizer, *, method: str = "greedy",
                          beam_size: int = 5, length_penalty: float = 0.6, max_len: int = 50,
                          batch_size: int = 64, device: torch.device | str | None = None,
-                         return_attention: bool = False) -> TranslationResult:
+                         return_attention: bool = False,
+                         detokenizer: Callable[[Sequence[str]], str] | None = None
+                         ) -> TranslationResult:
     """Translate every source of ``pairs`` and score the outputs against the references.
 
     Sources are tokenized like the training data (ids + <eos>) and decoded with ``method``:
     "greedy" or "beam" (``beam_size``, GNMT ``length_penalty``). Sentences are sorted by length
     into batches (less padding) and put back in order. ``return_attention`` (greedy only) keeps
-    each sentence's attention weights for ``viz.plot_attention``.
+    each sentence's attention weights for ``viz.plot_attention``. ``detokenizer`` turns output
+    tokens into text (``data.detokenizer``; default: ``recase(detokenize(tokens))`` for words).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -260,10 +284,14 @@ def evaluate_translation(model: nn.Module, pairs: Sequence[Pair], src_vocab: Voc
     seconds = time.perf_counter() - start
 
     hyp_tokens = [tgt_vocab.lookup_tokens(out) for out in outputs]
-    hypotheses = [recase(detokenize(tokens)) for tokens in hyp_tokens]
+    to_text = detokenizer or (lambda tokens: recase(detokenize(tokens)))
+    hypotheses = [to_text(tokens) for tokens in hyp_tokens]
     references = [ref for _, ref in pairs]
     bleu = corpus_bleu(hypotheses, references)
-    token_bleu = lowercase_token_bleu(hyp_tokens, [tokenizer(r) for r in references]).score
+    # Tutorial-style BLEU: lowercased *word* tokens of both sides, whatever the model's units.
+    words = get_tokenizer("words", lower=True)
+    token_bleu = lowercase_token_bleu([words(h) for h in hypotheses],
+                                      [words(r) for r in references]).score
     return TranslationResult(
         method=method, beam_size=1 if method == "greedy" else beam_size,
         length_penalty=0.0 if method == "greedy" else float(length_penalty),
@@ -277,7 +305,8 @@ def evaluate_translation(model: nn.Module, pairs: Sequence[Pair], src_vocab: Voc
 
 
 def bleu_metric(pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab, tokenizer: Tokenizer,
-                *, max_len: int = 50, batch_size: int = 128
+                *, max_len: int = 50, batch_size: int = 128,
+                detokenizer: Callable[[Sequence[str]], str] | None = None
                 ) -> Callable[[nn.Module, Any, torch.device], float]:
     """A ``fit`` metric: greedy sacreBLEU of the model on ``pairs`` (the loader is not used),
     e.g. ``metrics={"val_bleu": bleu_metric(data.raw["val"], ...)}``."""
@@ -285,7 +314,8 @@ def bleu_metric(pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab, token
 
     def val_bleu(model: nn.Module, loader: Any, device: torch.device) -> float:
         return evaluate_translation(model, pairs, src_vocab, tgt_vocab, tokenizer,
-                                    max_len=max_len, batch_size=batch_size, device=device).bleu
+                                    max_len=max_len, batch_size=batch_size, device=device,
+                                    detokenizer=detokenizer).bleu
 
     return val_bleu
 
@@ -297,14 +327,16 @@ def bleu_metric(pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab, token
 def fit_select(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *, epochs: int,
                select: str = "val_loss", mode: str = "min", lr: float = 1e-3,
                optimizer: torch.optim.Optimizer | None = None, seed: int | None = None,
-               **fit_kwargs: Any) -> History:
+               max_seconds: float | None = None, **fit_kwargs: Any) -> History:
     """Train like ``train.fit``, one epoch at a time, and keep the weights of the best epoch.
 
     After every epoch the validation score ``select`` (``"val_loss"``, or a name from
     ``metrics``) is compared with the best so far (``mode`` "min" or "max"); at the end the
     model is loaded with the best epoch's weights. ``history.best(select, mode)`` says which
     epoch that was. One optimizer lives across the epochs, so Adam's state is not reset.
-    ``teacher_forcing`` must be a fixed ratio here (a schedule would restart every epoch).
+    ``teacher_forcing`` must be a fixed ratio here (a schedule would restart every epoch); an
+    ``lr_schedule`` continues from epoch to epoch. ``max_seconds`` stops after the epoch in which
+    the training time (validation excluded) reaches it: a time budget, whatever the machine.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -317,10 +349,12 @@ def fit_select(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = History()
     best_value, best_state = None, None
+    step, trained = 0, 0.0
     for epoch in range(1, epochs + 1):
         one = fit(model, train_loader, val_loader, epochs=1, optimizer=optimizer,
-                  seed=seed if epoch == 1 else None, **fit_kwargs)
+                  seed=seed if epoch == 1 else None, first_step=step, **fit_kwargs)
         record = dict(one.records[0], epoch=epoch)
+        step, trained = record["steps"], trained + record["train_seconds"]
         if select not in record:
             raise KeyError(f"select={select!r} was not recorded; recorded keys: {sorted(record)}")
         value = record[select]
@@ -329,6 +363,8 @@ def fit_select(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *
             best_value = value
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         history.append(record)
+        if max_seconds is not None and trained >= max_seconds:
+            break
     model.load_state_dict(best_state)
     model.eval()
     return history

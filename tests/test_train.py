@@ -169,7 +169,8 @@ def test_fit_learns_the_toy_task_and_records_every_key_in_order():
     history = fit(fresh_model(), train, val, epochs=5, lr=1e-2, progress=False, device="cpu",
                   metrics={"exact": exact})
     assert list(history.records[0]) == ["epoch", "train_loss", "val_loss", "val_ppl", "val_token_acc",
-                                        "exact", "tf_ratio", "seconds"]
+                                        "exact", "tf_ratio", "seconds", "train_seconds", "steps",
+                                        "train_tokens", "lr"]
     assert history.epochs == [1, 2, 3, 4, 5]
     assert history["train_loss"][-1] < 0.5 * history["train_loss"][0]
     assert history["val_loss"][-1] < history["val_loss"][0]

@@ -9,8 +9,8 @@ The path from text to a model input, one module per step:
 ``synthetic.py`` makes toy tasks (copy, reverse, sort, dates); ``corpora.py`` loads Multi30k
 (German-English) and Tatoeba (Korean-English) through ``download.py``.
 """
-from s2s_course.data.batching import (Batch, BucketBatchSampler, Seq2SeqDataset, collate_batch,
-                                      lengths_to_mask, make_loader, pad_sequences)
+from s2s_course.data.batching import (Batch, BucketBatchSampler, Seq2SeqDataset, TokenBatchSampler,
+                                      collate_batch, lengths_to_mask, make_loader, pad_sequences)
 from s2s_course.data.corpora import load_multi30k, load_tatoeba_kor_eng, tatoeba_attribution, tatoeba_credits
 from s2s_course.data.download import DataUnavailableError, fetch
 from s2s_course.data.specials import (EOS, EOS_IDX, PAD, PAD_IDX, SOS, SOS_IDX, SPECIALS, UNK,
@@ -28,7 +28,7 @@ __all__ = [
     "TASKS", "DATE_FORMATS", "make_task", "task_vocabs",
     # batching
     "Batch", "Seq2SeqDataset", "collate_batch", "pad_sequences", "lengths_to_mask",
-    "BucketBatchSampler", "make_loader",
+    "BucketBatchSampler", "TokenBatchSampler", "make_loader",
     # real corpora
     "DataUnavailableError", "fetch", "load_multi30k", "load_tatoeba_kor_eng", "tatoeba_attribution", "tatoeba_credits",
 ]

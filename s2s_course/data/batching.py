@@ -180,8 +180,15 @@ class BucketBatchSampler(Sampler[list[int]]):
 
 
 def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = True, bucket: bool = True,
-                seed: int = 0) -> DataLoader:
-    """A ``DataLoader`` yielding ``Batch`` objects; ``bucket=True`` groups similar source lengths."""
+                seed: int = 0, max_tokens: int | None = None) -> DataLoader:
+    """A ``DataLoader`` yielding ``Batch`` objects; ``bucket=True`` groups similar source lengths.
+
+    ``max_tokens``: batch by size instead of by count (``TokenBatchSampler``), for a dataset with
+    ``src_lengths`` and ``tgt_lengths``; ``batch_size`` is then ignored."""
+    if max_tokens is not None:
+        sampler = TokenBatchSampler(dataset.src_lengths, dataset.tgt_lengths, max_tokens,
+                                    shuffle=shuffle, seed=seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if bucket:
@@ -193,3 +200,58 @@ def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = True, bu
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       collate_fn=collate_batch)
+
+
+class TokenBatchSampler(Sampler[list[int]]):
+    """Batches of about ``max_tokens`` padded tokens each, instead of a fixed number of sentences.
+
+    A batch of n pairs costs n x max(longest source, longest target) padded tokens per side;
+    sentences sorted by length inside buckets of ``bucket_size`` pairs are added to a batch while
+    that cost stays <= ``max_tokens``. Short sentences make big batches, long ones small, so every
+    step does about the same work and little of it on padding. Each epoch reshuffles (seed +
+    epoch), like ``BucketBatchSampler``; a pair longer than ``max_tokens`` gets a batch alone.
+    """
+
+    def __init__(self, src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_tokens: int,
+                 shuffle: bool = True, seed: int = 0, bucket_size: int = 4096) -> None:
+        if len(src_lengths) != len(tgt_lengths) or len(src_lengths) == 0:
+            raise ValueError(f"src_lengths and tgt_lengths must be non-empty and of one length, "
+                             f"got {len(src_lengths)} and {len(tgt_lengths)}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
+        self.sizes = [max(int(s), int(t)) for s, t in zip(src_lengths, tgt_lengths)]
+        self.max_tokens, self.shuffle, self.seed, self.bucket_size = max_tokens, shuffle, seed, bucket_size
+        self.epoch = 0
+        self._batches = self._make_batches(0)  # the number of batches barely varies by epoch
+
+    def _make_batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        n = len(self.sizes)
+        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
+        batches: list[list[int]] = []
+        for start in range(0, n, self.bucket_size):
+            batch: list[int] = []
+            longest = 0
+            for i in sorted(order[start:start + self.bucket_size], key=self.sizes.__getitem__):
+                longest_if_added = max(longest, self.sizes[i])
+                if batch and (len(batch) + 1) * longest_if_added > self.max_tokens:
+                    batches.append(batch)
+                    batch, longest_if_added = [], self.sizes[i]
+                batch.append(i)
+                longest = longest_if_added
+            if batch:
+                batches.append(batch)
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches if self.epoch == 0 else self._make_batches(self.epoch)
+        self.epoch += 1
+        yield from batches
+
+    def __len__(self) -> int:
+        return len(self._batches)
