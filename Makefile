@@ -9,7 +9,7 @@ S2S_COURSE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export S2S_COURSE_DATA
 NB_WORKERS ?= 2
 
-.PHONY: book test unit notebooks book-strict execute gpu-test lock clean
+.PHONY: book test unit notebooks book-strict execute gpu-test gpu-check lock clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ execute: $(STAMP)
 ## make gpu-test: every notebook under nbval in full mode (meant for a GPU machine).
 gpu-test: $(STAMP)
 	S2S_RESULTS_DIR=$(CURDIR)/_build/nbval-results MPLBACKEND=Agg $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider chapters
+
+## make gpu-check: one <= 8-minute run on a CUDA machine (unit tests on CUDA, every notebook in
+## quick mode on CUDA, the Multi30k recipes) into $OUT or _build/gpu-check; stops at once without CUDA.
+gpu-check: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/gpu_check.sh
 
 ## make lock: regenerate the pinned set from the current venv.
 lock: $(STAMP)
