@@ -230,3 +230,104 @@ def test_end_to_end_with_a_word_vocab():
     batch = next(iter(make_loader(Seq2SeqDataset(pairs, src_vocab, tgt_vocab), batch_size=2, shuffle=False)))
     decoded = sorted(tgt_vocab.decode(row) for row in batch.tgt)
     assert decoded == sorted(t for _, t in pairs)
+
+
+# --- TokenBatchSampler: batches by padded tokens ----------------------------------------------
+from s2s_course.data.batching import TokenBatchSampler  # noqa: E402
+
+
+def _random_lengths(n, seed, low=1, high=30):
+    rng = random.Random(seed)
+    src = [rng.randint(low, high) for _ in range(n)]
+    tgt = [max(1, s + rng.randint(-5, 5)) for s in src]
+    return src, tgt
+
+
+def _cost(batch, src, tgt):
+    return len(batch) * max(max(src[i], tgt[i]) for i in batch)
+
+
+@pytest.mark.parametrize("max_tokens, bucket_size", [(60, 4096), (100, 37), (7, 4096)])
+def test_token_sampler_every_index_once_and_within_budget(max_tokens, bucket_size):
+    src, tgt = _random_lengths(300, seed=max_tokens)
+    sampler = TokenBatchSampler(src, tgt, max_tokens, seed=1, bucket_size=bucket_size)
+    for _ in range(2):  # two epochs
+        batches = list(sampler)
+        assert sorted(i for b in batches for i in b) == list(range(300))
+        for b in batches:
+            assert len(b) >= 1
+            oversize = len(b) == 1 and max(src[b[0]], tgt[b[0]]) > max_tokens
+            assert _cost(b, src, tgt) <= max_tokens or oversize
+    if max_tokens == 7:  # lengths up to 35 > 7: those examples are batches of one
+        assert any(len(b) == 1 and max(src[b[0]], tgt[b[0]]) > 7 for b in batches)
+
+
+def test_token_sampler_fills_batches_greedily_by_sorted_length():
+    """No shuffle, one bucket: sorted by size, a batch closes only when the next pair would
+    break the budget (an independent greedy packing by hand)."""
+    src = [3, 9, 1, 4, 4, 2, 8, 5]
+    tgt = [2, 10, 2, 3, 5, 2, 1, 6]
+    sizes = [max(s, t) for s, t in zip(src, tgt)]   # 3 10 2 4 5 2 8 6
+    sampler = TokenBatchSampler(src, tgt, max_tokens=12, shuffle=False)
+    # sorted by size (stable): 2(i2) 2(i5) 3(i0) 4(i3) 5(i4) 6(i7) 8(i6) 10(i1)
+    # [2,2,3,4]: 4*4=16 > 12 -> [i2,i5,i0] (3*3=9); [4,5]: 2*5=10, +6: 3*6=18 -> [i3,i4];
+    # [6]: +8 -> 16 -> [i7]; [8]: +10 -> 20 -> [i6]; [10] -> [i1]
+    assert list(sampler) == [[2, 5, 0], [3, 4], [7], [6], [1]]
+    assert len(sampler) == 5
+    assert sizes[1] == 10
+
+
+def test_token_sampler_deterministic_per_seed_and_new_order_each_epoch():
+    src, tgt = _random_lengths(200, seed=3)
+    a = TokenBatchSampler(src, tgt, 80, seed=5)
+    b = TokenBatchSampler(src, tgt, 80, seed=5)
+    first_a, first_b = list(a), list(b)
+    assert first_a == first_b
+    second_a = list(a)
+    assert second_a != first_a                       # the next epoch is reshuffled
+    assert second_a == list(b)                       # ... the same way for the same seed
+    assert list(TokenBatchSampler(src, tgt, 80, seed=6)) != first_a
+    b.set_epoch(0)
+    assert list(b) == first_a                        # set_epoch goes back
+    b.set_epoch(1)
+    assert list(b) == second_a
+
+
+def test_token_sampler_len_and_no_shuffle():
+    src, tgt = _random_lengths(150, seed=4)
+    sampler = TokenBatchSampler(src, tgt, 90, shuffle=False)
+    assert len(sampler) == len(list(sampler))
+    assert list(sampler) == list(sampler)            # no shuffle: every epoch the same
+    shuffled = TokenBatchSampler(src, tgt, 90, seed=0)
+    assert len(shuffled) == len(list(shuffled))      # epoch 0 is exactly what len() counted
+    assert abs(len(list(shuffled)) - len(shuffled)) <= 2  # later epochs barely differ
+    # every length equal: exactly ceil(n / per_batch) batches
+    same = TokenBatchSampler([5] * 23, [4] * 23, max_tokens=20)
+    assert len(same) == 6 and sorted(len(b) for b in same) == [3, 4, 4, 4, 4, 4]
+
+
+@pytest.mark.parametrize("args, match", [
+    (([], [], 10), "src_lengths"),
+    (([1, 2], [1], 10), "src_lengths"),
+    (([1], [1], 0), "max_tokens"),
+    (([1], [1], 2.5), "max_tokens"),
+    (([1], [1], True), "max_tokens"),
+])
+def test_token_sampler_errors(args, match):
+    with pytest.raises(ValueError, match=match):
+        TokenBatchSampler(*args)
+
+
+def test_make_loader_with_max_tokens_yields_batches_within_budget(reverse_dataset):
+    loader = make_loader(reverse_dataset, max_tokens=64, seed=2)
+    batches = list(loader)
+    assert all(isinstance(b, Batch) for b in batches)
+    assert sum(len(b) for b in batches) == len(reverse_dataset)
+    for b in batches:
+        assert len(b) * max(b.src.size(1), b.tgt.size(1)) <= 64
+    assert sorted(int(n) for b in batches for n in b.src_lengths) == sorted(reverse_dataset.src_lengths)
+    assert len(loader) == len(batches)
+    again = [b.src for b in make_loader(reverse_dataset, max_tokens=64, seed=2)]
+    assert all(torch.equal(x.src, y) for x, y in zip(batches, again))
+    ordered = list(make_loader(reverse_dataset, max_tokens=64, shuffle=False))
+    assert [b.src.size(1) for b in ordered] == sorted(b.src.size(1) for b in ordered)

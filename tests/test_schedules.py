@@ -71,3 +71,64 @@ def test_bad_arguments_name_the_argument(make, arg):
 def test_bad_step(step):
     with pytest.raises(ValueError, match="step must be a non-negative int"):
         constant(1.0)(step)
+
+
+# --- learning-rate schedules ------------------------------------------------------------------
+from s2s_course.schedules import noam, warmup_inverse_sqrt  # noqa: E402
+
+
+def test_noam_hand_values():
+    """d_model=16, warmup=4: lr = 16^-0.5 * min(s^-0.5, s * 4^-1.5) = 0.25 * min(1/sqrt(s), s/8)."""
+    lr = noam(16, warmup=4)
+    assert lr(0) == pytest.approx(0.25 * 1 / 8)          # s=1: warming up
+    assert lr(1) == pytest.approx(0.25 * 2 / 8)          # s=2
+    assert lr(3) == pytest.approx(0.25 * 0.5)            # s=4 = warmup: both branches 1/2
+    assert lr(15) == pytest.approx(0.25 * 0.25)          # s=16: decay 1/sqrt(16)
+    assert lr(99) == pytest.approx(0.25 * 0.1)           # s=100
+    assert noam(16, 4, factor=2.0)(15) == pytest.approx(2 * lr(15))
+    assert isinstance(lr, Schedule) and "noam" in repr(lr) and "warmup=4" in repr(lr)
+
+
+def test_noam_paper_setting_and_peak():
+    d, w = 512, 4000
+    lr = noam(d, warmup=w)
+    assert lr(0) == pytest.approx(d ** -0.5 * w ** -1.5)
+    assert lr(99_999) == pytest.approx(d ** -0.5 * 100_000 ** -0.5)
+    values = lr.values(3 * w)
+    peak = max(range(len(values)), key=values.__getitem__)
+    assert peak == w - 1
+    assert values[peak] == pytest.approx(1 / math.sqrt(d * w))
+    assert all(a < b for a, b in zip(values[:w - 1], values[1:w]))       # strictly rising
+    assert all(a > b for a, b in zip(values[w - 1:], values[w:]))       # then falling
+
+
+def test_warmup_inverse_sqrt_peaks_at_peak_lr_and_matches_noam():
+    lr = warmup_inverse_sqrt(1e-3, warmup=4)
+    assert lr(0) == pytest.approx(2.5e-4)                 # (0 + 1) / 4 of the peak
+    assert lr(3) == pytest.approx(1e-3)                   # the peak, at step warmup - 1
+    assert lr(15) == pytest.approx(1e-3 * math.sqrt(4 / 16))
+    assert max(lr.values(50)) == pytest.approx(1e-3)
+    d, w = 64, 10
+    ref = noam(d, warmup=w)
+    same = warmup_inverse_sqrt(1 / math.sqrt(d * w), warmup=w)
+    assert same.values(40) == pytest.approx(ref.values(40))
+    assert "warmup_inverse_sqrt" in repr(lr)
+
+
+@pytest.mark.parametrize("make, arg", [
+    (lambda: noam(0), "d_model"),
+    (lambda: noam(512.0), "d_model"),
+    (lambda: noam(True), "d_model"),
+    (lambda: noam(512, warmup=0), "warmup"),
+    (lambda: noam(512, warmup=2.5), "warmup"),
+    (lambda: noam(512, factor="x"), "factor"),
+    (lambda: noam(512, factor=float("nan")), "factor"),
+    (lambda: warmup_inverse_sqrt(0.0, 10), "peak_lr"),
+    (lambda: warmup_inverse_sqrt(-1e-3, 10), "peak_lr"),
+    (lambda: warmup_inverse_sqrt("1e-3", 10), "peak_lr"),
+    (lambda: warmup_inverse_sqrt(1e-3, 0), "warmup"),
+    (lambda: warmup_inverse_sqrt(1e-3, None), "warmup"),
+])
+def test_lr_schedule_bad_arguments_name_the_argument(make, arg):
+    with pytest.raises(ValueError, match=rf"^{arg} must"):
+        make()

@@ -332,3 +332,166 @@ def test_history_plot_returns_axes(monkeypatch):
 def test_fit_accepts_a_loader_without_length():
     history = fit(fresh_model(), (b for b in count_task(8, 4)), epochs=1, device="cpu", progress=False)
     assert len(history) == 1
+
+
+# --- learning-rate schedules, time budget, bf16 ---------------------------------------------------
+
+class LrRecordingSGD(torch.optim.SGD):
+    """SGD that records the learning rate of its first group at every step, and the update."""
+
+    def __init__(self, params, lr):
+        super().__init__(list(params), lr=lr)
+        self.lrs = []
+
+    def step(self, closure=None):
+        self.lrs.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def test_lr_schedule_sets_the_learning_rate_of_every_step():
+    train = count_task(12, 4)                      # 3 batches per epoch
+    calls = []
+
+    def schedule(step):
+        calls.append(step)
+        return 0.01 / (step + 1)
+
+    model = fresh_model()
+    optimizer = LrRecordingSGD(model.parameters(), lr=123.0)
+    history = fit(model, train, epochs=2, optimizer=optimizer, lr_schedule=schedule,
+                  progress=False, device="cpu")
+    assert calls == list(range(6))
+    assert optimizer.lrs == pytest.approx([0.01 / (s + 1) for s in range(6)])
+    assert history["lr"] == pytest.approx([0.01 / 3, 0.01 / 6])   # at each epoch's last step
+    assert history["steps"] == [3, 6]
+
+
+def test_lr_schedule_changes_the_update_like_sgd_by_hand():
+    """One SGD step at lr = schedule(0) moves the weights by exactly -lr * grad."""
+    train = count_task(4, 4)
+    model, reference = fresh_model(), fresh_model()
+    fit(model, train, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=5.0),
+        lr_schedule=lambda step: 0.05, clip=None, progress=False, device="cpu")
+    batch = train[0]
+    loss = sequence_loss(reference(batch.src, batch.src_lengths, batch.tgt_in), batch.tgt_out)
+    loss.backward()
+    with torch.no_grad():
+        for p in reference.parameters():
+            if p.grad is not None:
+                p -= 0.05 * p.grad
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_first_step_offsets_the_schedules_and_the_step_count():
+    train = count_task(8, 4)                       # 2 batches
+    model = fresh_model()
+    optimizer = LrRecordingSGD(model.parameters(), lr=1.0)
+    history = fit(model, train, epochs=2, optimizer=optimizer, first_step=10,
+                  lr_schedule=lambda step: 1e-3 * step, teacher_forcing=linear(1.0, 0.0, steps=20),
+                  progress=False, device="cpu")
+    assert optimizer.lrs == pytest.approx([1e-3 * s for s in (10, 11, 12, 13)])
+    assert model.seen_tf == [linear(1.0, 0.0, steps=20)(s) for s in (10, 11, 12, 13)]
+    assert history["steps"] == [12, 14]
+    assert history["lr"] == pytest.approx([0.011, 0.013])
+
+
+def test_new_record_keys_count_tokens_and_time():
+    train = count_task(10, 4)                      # uneven batches: 4, 4, 2
+    history = fit(fresh_model(), train, epochs=2, lr=1e-3, progress=False, device="cpu")
+    tokens = sum(int((b.tgt_out != PAD_IDX).sum()) for b in train)
+    assert history["train_tokens"] == [tokens, tokens]
+    assert history["steps"] == [3, 6]
+    assert history["lr"] == [1e-3, 1e-3]           # no schedule: the optimizer's own lr
+    for record in history.records:
+        assert 0 < record["train_seconds"] <= record["seconds"]
+
+
+class FakeClock:
+    """time.perf_counter that advances one 'second' per call."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_max_seconds_stops_after_the_epoch_that_reaches_it(monkeypatch):
+    import s2s_course.train as train_module
+
+    # per epoch, fit reads the clock at the start, after training, and at the end:
+    # train_seconds = 1 fake second per epoch.
+    monkeypatch.setattr(train_module, "time", FakeClock())
+    history = fit(fresh_model(), count_task(8, 4), epochs=10, max_seconds=2.5, progress=False,
+                  device="cpu")
+    assert history.epochs == [1, 2, 3]
+    assert history["train_seconds"] == [1.0, 1.0, 1.0]
+    monkeypatch.setattr(train_module, "time", FakeClock())
+    assert len(fit(fresh_model(), count_task(8, 4), epochs=4, max_seconds=100.0, progress=False,
+                   device="cpu")) == 4
+
+
+def test_max_seconds_tiny_stops_after_one_epoch():
+    history = fit(fresh_model(), count_task(8, 4), epochs=5, max_seconds=1e-9, progress=False,
+                  device="cpu")
+    assert len(history) == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_seconds=0), "max_seconds"),
+    (dict(max_seconds=-1.0), "max_seconds"),
+    (dict(bf16=True, amp=True), "bf16"),
+])
+def test_fit_new_argument_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(fresh_model(), count_task(4, 4), epochs=1, progress=False, device="cpu", **kwargs)
+
+
+class DtypeRecording(TinySeq2Seq):
+    """Records whether CPU autocast is on and the dtype of the logits of each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.cpu_autocast, self.dtypes = [], []
+
+    def forward(self, *args, **kwargs):
+        self.cpu_autocast.append(torch.is_autocast_enabled("cpu"))
+        logits = super().forward(*args, **kwargs)
+        self.dtypes.append(logits.dtype)
+        return logits
+
+
+def test_bf16_autocasts_on_cpu_and_gives_finite_losses():
+    torch.manual_seed(0)
+    model = DtypeRecording()
+    train, val = count_task(16, 8), count_task(8, 8, seed=1)
+    history = fit(model, train, val, epochs=2, bf16=True, lr=1e-2, progress=False, device="cpu")
+    assert model.cpu_autocast[:2] == [True, True]                 # the first epoch's two steps
+    assert model.dtypes[:2] == [torch.bfloat16] * 2               # nn.Linear ran in bfloat16
+    assert all(math.isfinite(v) for v in history["train_loss"] + history["val_loss"])
+    # evaluate(bf16=True) runs under autocast too, and is close to the float32 loss
+    model.cpu_autocast.clear(), model.dtypes.clear()
+    low = evaluate(model, val, bf16=True)
+    full = evaluate(model, val)
+    assert model.cpu_autocast == [True, False]
+    assert model.dtypes == [torch.bfloat16, torch.float32]
+    assert low["loss"] == pytest.approx(full["loss"], rel=0.05)
+    assert math.isfinite(low["ppl"]) and 0.0 <= low["token_acc"] <= 1.0
+    # without bf16 nothing is autocast
+    model.cpu_autocast.clear()
+    fit(model, train, epochs=1, progress=False, device="cpu")
+    assert model.cpu_autocast == [False, False]
+
+
+def test_bf16_trains_a_tiny_transformer_on_cpu():
+    from s2s_course.models.transformer import make_transformer
+
+    torch.manual_seed(0)
+    model = make_transformer(V, V, d_model=16, num_heads=2, num_layers=1, d_ff=32, dropout=0.0)
+    train = count_task(16, 8)
+    history = fit(model, train, epochs=2, bf16=True, lr=3e-3, progress=False, device="cpu",
+                  lr_schedule=lambda step: 3e-3)
+    assert all(math.isfinite(v) for v in history["train_loss"])
+    assert history["train_loss"][1] < history["train_loss"][0]

@@ -362,3 +362,156 @@ def test_find_failures():
     assert find_failures(result, short_ratio=0.9)["dropped words"] == [1]
     tok = get_tokenizer("words")
     assert find_failures(result, short_ratio=0.9, tokenizer=tok)["dropped words"] == [1, 4]
+
+
+# --- BPE data, detokenizer, word-level token BLEU, fit_select's time budget --------------------
+from s2s_course.data.specials import SPECIALS, UNK_IDX  # noqa: E402
+from s2s_course.models.transformer import make_transformer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bpe_data(local_data):
+    return prepare_multi30k(tokenizer="bpe", bpe_vocab_size=300, n_train=300, n_val=8, n_test=6)
+
+
+@pytest.fixture(scope="module")
+def bpe_model(bpe_data):
+    torch.manual_seed(0)
+    size = len(bpe_data.src_vocab)
+    return make_transformer(size, size, d_model=16, num_heads=2, num_layers=1, d_ff=32,
+                            dropout=0.0, tie="all").eval()
+
+
+def test_prepare_multi30k_bpe_shares_one_vocabulary_in_the_bpe_order(bpe_data):
+    data, tok = bpe_data, bpe_data.tokenizer
+    assert data.src_vocab is data.tgt_vocab
+    assert data.src_vocab.get_itos() == tok.pieces()
+    assert data.src_vocab.get_itos()[:4] == list(SPECIALS)
+    assert 4 < len(data.src_vocab) <= 300
+    assert data.settings["tokenizer"] == "bpe" and data.settings["bpe_vocab_size"] == 300
+    assert data.settings["lowercase"] is False
+    assert data.sizes()["train"] == 300 and data.sizes()["val"] == 8 and data.sizes()["test"] == 6
+    train = load_multi30k("train")[:300]
+    assert data.raw["train"] == train and data.raw["test"] == load_multi30k("test_2016_flickr")[:6]
+    assert data.train.pairs[:20] == [(tok(d), tok(e)) for d, e in train[:20]]
+    src_ids, tgt_ids = data.train[0]
+    assert src_ids.tolist() == data.src_vocab(tok(train[0][0])) + [EOS_IDX]
+    assert tgt_ids.tolist() == [SOS_IDX] + data.tgt_vocab(tok(train[0][1])) + [EOS_IDX]
+    # every training piece is in the vocabulary: no <unk> in training data
+    assert all(UNK_IDX not in ids.tolist() for pair in (data.train[i] for i in range(300))
+               for ids in pair)
+
+
+def test_bpe_detokenizer_gives_back_the_cased_text(bpe_data):
+    data = bpe_data
+    for d, e in data.raw["train"][:30] + data.raw["val"]:
+        assert data.detokenizer(data.tokenizer(e)) == e
+        assert data.detokenizer(data.tokenizer(d)) == d
+    assert data.detokenizer(["<sos>", *data.tokenizer("A dog."), "<eos>"]) == "A dog."
+
+
+def test_bpe_lowercase_detokenizer_recases(local_data):
+    data = prepare_multi30k(tokenizer="bpe", bpe_vocab_size=200, n_train=100, n_val=3, n_test=2,
+                            lowercase=True)
+    assert data.settings["lowercase"] is True
+    assert all(p == p.lower() for p in data.src_vocab.get_itos())
+    for _, e in data.raw["val"]:
+        assert data.detokenizer(data.tokenizer(e)) == recase(e.lower())
+
+
+def test_evaluate_translation_uses_the_detokenizer(bpe_data, bpe_model):
+    data = bpe_data
+    marked = evaluate_translation(bpe_model, data.raw["val"], data.src_vocab, data.tgt_vocab,
+                                  data.tokenizer, max_len=4,
+                                  detokenizer=lambda tokens: "X " + "".join(tokens))
+    assert marked.hypotheses == ["X " + "".join(t) for t in marked.hyp_tokens]
+    res = evaluate_translation(bpe_model, data.raw["val"], data.src_vocab, data.tgt_vocab,
+                               data.tokenizer, max_len=4, detokenizer=data.detokenizer)
+    assert res.hyp_tokens == marked.hyp_tokens
+    assert res.hypotheses == [data.tokenizer.decode(t) for t in res.hyp_tokens]
+    refs = [e for _, e in data.raw["val"]]
+    assert res.bleu == pytest.approx(BLEU().corpus_score(res.hypotheses, [refs]).score)
+    assert res.chrf == pytest.approx(CHRF().corpus_score(res.hypotheses, [refs]).score)
+
+
+def test_token_bleu_is_on_lowercased_word_tokens_of_the_text(bpe_data, bpe_model):
+    """Whatever units the model writes (here BPE pieces), token_bleu compares lowercased *words*
+    of the detokenized output with those of the reference."""
+    data = bpe_data
+    refs = [e for _, e in data.raw["val"]]
+
+    def oracle(shout):
+        it = iter(refs)               # hypotheses are detokenized in the order of the pairs
+        return lambda tokens: next(it).upper() if shout else next(it)
+
+    def run(detokenizer):
+        return evaluate_translation(bpe_model, data.raw["val"], data.src_vocab, data.tgt_vocab,
+                                    data.tokenizer, max_len=2, detokenizer=detokenizer)
+
+    exact = run(oracle(False))
+    assert exact.hypotheses == refs
+    assert exact.bleu == pytest.approx(100.0) and exact.token_bleu == pytest.approx(100.0)
+    shouted = run(oracle(True))
+    assert shouted.bleu < 50.0                                  # case-sensitive sacreBLEU
+    assert shouted.bleu_lc == pytest.approx(100.0)
+    assert shouted.token_bleu == pytest.approx(100.0)           # lowercased words
+    # the model's own output, against an independent computation
+    res = run(data.detokenizer)
+    words = get_tokenizer("words", lower=True)
+    hyps = [" ".join(words(h)).lower() for h in res.hypotheses]
+    word_refs = [" ".join(words(r)).lower() for r in refs]
+    assert res.token_bleu == pytest.approx(
+        BLEU(tokenize="none", force=True).corpus_score(hyps, [word_refs]).score)
+
+
+def test_bleu_metric_passes_the_detokenizer(bpe_data, bpe_model):
+    data = bpe_data
+    refs = iter([e for _, e in data.raw["val"]])
+    metric = bleu_metric(data.raw["val"], data.src_vocab, data.tgt_vocab, data.tokenizer,
+                         max_len=2, detokenizer=lambda tokens: next(refs))
+    assert metric(bpe_model, None, torch.device("cpu")) == pytest.approx(100.0)
+
+
+class _Clock:
+    """Replaces s2s_course.train's time module: perf_counter advances 1 'second' per call, so
+    each fit epoch reports train_seconds == 1."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+class _LrLog(torch.optim.SGD):
+    def __init__(self, params, lr):
+        super().__init__(list(params), lr=lr)
+        self.lrs = []
+
+    def step(self, closure=None):
+        self.lrs.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def test_fit_select_max_seconds_and_a_continuing_lr_schedule(bpe_data, bpe_model, monkeypatch):
+    import copy
+
+    import s2s_course.train as train_module
+
+    monkeypatch.setattr(train_module, "time", _Clock())
+    model = copy.deepcopy(bpe_model)
+    train = make_loader(bpe_data.train, max_tokens=2000, seed=0)
+    val = make_loader(bpe_data.val, max_tokens=2000, shuffle=False)
+    n = len(train)
+    optimizer = _LrLog(model.parameters(), lr=1.0)
+    history = fit_select(model, train, val, epochs=10, optimizer=optimizer, max_seconds=2.5,
+                         lr_schedule=lambda step: 1e-3 * (step + 1), progress=False,
+                         device="cpu")
+    assert history.epochs == [1, 2, 3]                      # 1 + 1 + 1 >= 2.5 seconds
+    assert history["train_seconds"] == [1.0, 1.0, 1.0]
+    assert history["steps"] == [n, 2 * n, 3 * n]            # the global step carries over
+    assert optimizer.lrs == pytest.approx([1e-3 * (s + 1) for s in range(3 * n)])
+    monkeypatch.setattr(train_module, "time", _Clock())
+    assert len(fit_select(copy.deepcopy(bpe_model), train, val, epochs=2, max_seconds=100.0,
+                          progress=False, device="cpu")) == 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from s2s_course.data.specials import SPECIALS
+from s2s_course.data.specials import SPECIALS, UNK
 
 
 class SubwordTokenizer:
@@ -53,7 +53,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int =
         raise ValueError(f"vocab_size must be an int > {len(SPECIALS)}, got {vocab_size!r}")
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    # A character never seen in training becomes <unk> (without unk_token it would silently vanish).
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     steps = [normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else [])
     tokenizer.normalizer = normalizers.Sequence(steps)
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
