@@ -12,7 +12,7 @@ CPU can afford, pick the epoch with the best validation BLEU (greedy), and are t
 A finished run is saved under ``<cache>/runs/`` (the download cache, ``$S2S_COURSE_CACHE``), keyed
 by its recipe, and loaded instead of retrained when a notebook runs again: ``run.info`` says when,
 where and how long it trained. ``retrain=True`` (or deleting the file) trains again. Quick mode
-(``S2S_QUICK=1``) trains a tiny version on 2,000 pairs for one epoch and never uses the cache.
+(``S2S_QUICK=1``) trains a tiny version on 1,000 pairs for one epoch and never uses the cache.
 """
 from __future__ import annotations
 
@@ -54,7 +54,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "max_minutes": 27.0, "seed": 0,
     },
 }
-QUICK = {"n_train": 2000, "n_val": 200, "epochs": 1, "max_minutes": 2.0}
+# Quick mode (S2S_QUICK=1, the tests): the same code on a sliver of data, with a smaller model.
+QUICK = {"n_train": 1000, "n_val": 100, "epochs": 1, "max_minutes": 1.0, "bpe_vocab_size": 2000}
+QUICK_MODEL = {"rnn": {"emb_dim": 64, "hidden_dim": 64},
+               "transformer": {"d_model": 64, "num_layers": 1, "d_ff": 128}}
 
 
 @dataclass
@@ -121,7 +124,7 @@ def train_or_load(name: str, *, retrain: bool = False, device: torch.device | st
     config = recipe(name, **overrides)
     quick = is_quick()
     if quick:
-        config.update(QUICK)
+        config.update(QUICK, **QUICK_MODEL[name])
     data = prepare_multi30k(tokenizer="bpe", bpe_vocab_size=config["bpe_vocab_size"],
                             n_train=config.get("n_train"), n_val=config.get("n_val"))
     vocab_size = len(data.src_vocab)
@@ -132,6 +135,9 @@ def train_or_load(name: str, *, retrain: bool = False, device: torch.device | st
     model = build_model(config, vocab_size)
     if not quick and not retrain and path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("vocab", data.src_vocab.get_itos()) != data.src_vocab.get_itos():
+            raise RuntimeError(f"{path} was trained with another subword vocabulary than the one "
+                               f"built now; delete it or pass retrain=True")
         model.load_state_dict(saved["state_dict"])
         model.to(device).eval()
         info = dict(saved["info"], loaded_from=str(path))
@@ -160,8 +166,9 @@ def train_or_load(name: str, *, retrain: bool = False, device: torch.device | st
     if not quick:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                    "history": history.to_dict(), "info": info}, path)
+                    "history": history.to_dict(), "info": info, "vocab": data.src_vocab.get_itos()},
+                   path)
     return Run(model, data, history, info)
 
 
-__all__ = ["RECIPES", "QUICK", "Run", "recipe", "build_model", "run_path", "train_or_load"]
+__all__ = ["RECIPES", "QUICK", "QUICK_MODEL", "Run", "recipe", "build_model", "run_path", "train_or_load"]

@@ -161,7 +161,7 @@ def test_train_or_load_full_mode_saves_then_loads_the_same_weights(corpus, monke
     assert "loaded_from" not in first.info and len(first.history) == 1
 
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    assert set(saved) == {"state_dict", "history", "info"}
+    assert set(saved) == {"state_dict", "history", "info", "vocab"}
     for key, value in first.model.state_dict().items():
         assert torch.equal(saved["state_dict"][key], value), key
 
