@@ -60,16 +60,18 @@ class EncoderLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, src_mask: torch.Tensor,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, S, D), src_mask (B, S) True = real token -> (B, S, D), weights (B, h, S, S)."""
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor, need_weights: bool = False,
+                causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, S, D), src_mask (B, S) True = real token -> (B, S, D), weights (B, h, S, S).
+        ``causal=True`` hides later positions: the layer of a decoder-only model (chapter 12)."""
         if self.norm_first:                                              # pre-LN
             h, w = self.self_attn(self.norm1(x), key_padding_mask=src_mask,
-                                  need_weights=need_weights)
+                                  need_weights=need_weights, causal=causal)
             x = x + self.dropout(h)
             x = x + self.dropout(self.ffn(self.norm2(x)))
         else:                                                            # post-LN
-            h, w = self.self_attn(x, key_padding_mask=src_mask, need_weights=need_weights)
+            h, w = self.self_attn(x, key_padding_mask=src_mask, need_weights=need_weights,
+                                  causal=causal)
             x = self.norm1(x + self.dropout(h))
             x = self.norm2(x + self.dropout(self.ffn(x)))
         return x, w
