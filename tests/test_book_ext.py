@@ -1,0 +1,56 @@
+"""The book's local Sphinx extension (_ext/s2s_book.py) and the browser check's helpers."""
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+s2s_book = _load("s2s_book", "_ext/s2s_book.py")
+check_site = _load("check_site", "scripts/check_site.py")
+
+
+def test_run_facts_line():
+    run = {"seconds": 133.7, "mode": "full", "device": "cpu", "torch_threads": 1}
+    assert s2s_book.run_facts(run) == "Runs in about 2 min on a laptop CPU (full mode, 1 torch thread)."
+    quick = s2s_book.run_facts({"seconds": 26.9, "mode": "quick", "device": "cpu", "torch_threads": 2})
+    assert quick.startswith("Runs in under a minute on a laptop CPU (quick mode, 2 torch threads)")
+    assert "S2S_QUICK" in quick
+    assert s2s_book.run_facts({"seconds": 600, "device": "cuda"}) == "Runs in about 10 min on a GPU."
+    assert s2s_book.run_facts({"mode": "full"}) is None
+
+
+def test_every_chapter_gets_a_run_line():
+    import json
+
+    for path in sorted((ROOT / "chapters").glob("*.ipynb")):
+        run = json.loads(path.read_text(encoding="utf-8"))["metadata"].get("s2s_course_run")
+        if run:
+            assert s2s_book.run_facts(run), path.name
+
+
+def test_cdn_addresses_map_to_npm_packages():
+    assert check_site.cdn_target("https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js") == (
+        "mathjax", "3", "es5/tex-chtml.js")
+    assert check_site.cdn_target(
+        "https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.6/dist/embed-amd.js?x=1") == (
+        "@jupyter-widgets/html-manager", "1.0.6", "dist/embed-amd.js")
+    assert check_site.cdn_target("https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.4/require.min.js") == (
+        "requirejs", "2.3.4", "require.js")
+    assert check_site.cdn_target("https://example.com/x.js") is None
+
+
+def test_broken_links_are_found(tmp_path):
+    (tmp_path / "a.html").write_text('<a href="b.html#here">ok</a><a href="b.html#gone">x</a>'
+                                     '<a href="missing.html">y</a><a href="https://x.org">z</a>')
+    (tmp_path / "b.html").write_text('<h1 id="here">B</h1><a href="a.html">back</a><a href="#here">self</a>')
+    problems = check_site.broken_links(tmp_path)
+    assert problems == ["a.html: link to missing anchor b.html#gone", "a.html: link to missing missing.html"]
