@@ -344,6 +344,12 @@ def run(site: Path, shots: Path | None, only: list[str], verbose: bool = False) 
     links = broken_links(site)
     if links:
         failures["(links)"] = links
+    # Fetch every npm package the pages load before the browser starts (a failure is one SKIP line).
+    for text in (p.read_text(encoding="utf-8", errors="replace") for p in site.rglob("*.html")):
+        for url in set(re.findall(r"""https://cdn[\w.-]*\.(?:net|com)/[^"'\s<>]+""", text)):
+            target = cdn_target(url)
+            if target:
+                npm_package(target[0], target[1])
     router = Router(site)
     with sync_playwright() as pw:
         browser = launch(pw)
