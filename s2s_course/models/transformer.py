@@ -182,7 +182,7 @@ class Transformer(nn.Module):
         self.src_embedding = nn.Embedding(src_vocab_size, d_model, padding_idx=pad_idx)
         self.tgt_embedding = (self.src_embedding if tie == "all"
                               else nn.Embedding(tgt_vocab_size, d_model, padding_idx=pad_idx))
-        for emb in {self.src_embedding, self.tgt_embedding}:
+        for emb in dict.fromkeys([self.src_embedding, self.tgt_embedding]):  # in order: reproducible
             nn.init.normal_(emb.weight, std=d_model ** -0.5)  # x sqrt(d) makes them ~unit size
         self.positional = make_positional(positional, d_model, max_len)
         self.dropout = nn.Dropout(dropout)
