@@ -265,3 +265,62 @@ def translate(model: nn.Module, sentence: str, src_vocab, tgt_vocab,
         best = beam_search(model, src, src_lengths, beam_size=beam_size, max_len=max_len)[0][0]
         out = best.tokens
     return tgt_vocab.lookup_tokens(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling with filters (chapter 12): top-k, top-p (nucleus), and one step that combines them
+# --------------------------------------------------------------------------------------------
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep, in every row of logits (..., V), the k largest values; set the rest to -inf.
+
+    Tokens tied with the k-th largest value are all kept (so a row can keep more than k). k >= V
+    keeps everything; k = 1 leaves only the argmax (and its ties): sampling becomes greedy.
+    Returns a new tensor; ``logits`` is not modified."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if k >= logits.size(-1):
+        return logits.clone()
+    kth = logits.topk(k, dim=-1).values[..., -1:]                       # (..., 1) k-th largest
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filtering (Holtzman et al. 2020): keep, in every row, the smallest set of most
+    likely tokens whose probabilities add up to at least p; set the rest to -inf.
+
+    Sort by probability; a token is kept if the mass of the tokens before it is still < p, so the
+    token that crosses p is included and the most likely token is always kept. Tokens tied with
+    the least likely kept token are kept too (the order among ties is arbitrary). p = 1 keeps all.
+    Returns a new tensor; ``logits`` is not modified."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+        raise ValueError(f"p must be in (0, 1], got {p!r}")
+    if p >= 1.0:
+        return logits.clone()
+    probs = torch.softmax(logits.float(), dim=-1)                         # (..., V)
+    sorted_probs, _ = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs                   # mass of the tokens ahead
+    keep_sorted = before < p                                              # (..., V), a prefix
+    n_keep = keep_sorted.sum(dim=-1, keepdim=True)                        # (..., 1) >= 1
+    smallest_kept = sorted_probs.gather(-1, n_keep - 1)                   # (..., 1)
+    return logits.masked_fill(probs < smallest_kept, float("-inf"))
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of logits (B, V): divide by ``temperature``, apply ``top_k_filter``, then
+    ``top_p_filter`` (the order Hugging Face's generate uses), then draw from the softmax.
+    temperature=0 means greedy (argmax, filters irrelevant). Returns (B,) token ids."""
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (B, V), got shape {tuple(logits.shape)}")
+    if isinstance(temperature, bool) or not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / temperature
+    if top_k is not None:
+        scores = top_k_filter(scores, top_k)
+    if top_p is not None:
+        scores = top_p_filter(scores, top_p)
+    probs = torch.softmax(scores, dim=-1)                                 # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)    # (B,)
