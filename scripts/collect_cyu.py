@@ -72,7 +72,7 @@ EVIDENCE: dict[tuple[int, int], tuple[str, str, str]] = {
     (7, 1): ("how many calls of the decoder step", "beam-search", "beam search"),
     (7, 2): ("Without a length penalty", "1-reversing-sequences-when-better-search-gives-worse-answers",
              "length penalty"),
-    (7, 3): ('"BLEU 34.2"', "scoring-with-sacrebleu", "BLEU"),
+    (7, 3): ('"BLEU $34.2$"', "scoring-with-sacrebleu", "BLEU"),
     (7, 4): ("what would an unmasked perplexity report", "the-masked-loss", "perplexity"),
     (7, 5): ("decode *test* only once", "2-the-real-run-multi30k-german--english", "hyperparameter"),
     (8, 1): ("Name the three differences", "the-math", "self-attention"),
