@@ -9,6 +9,10 @@ CDN. Show it by putting it last in a cell (or with ``display``).
 
 Examples are the same as for ``s2s_course.widgets.attention_explorer``: ``(src_tokens,
 tgt_tokens, weights (T, S)[, context (T, H)])`` or ``AttentionExample``.
+
+``positional_explorer(table)`` does the same for a positional-encoding table (positions, d):
+a slider for the position p and one for the frequency pair i draw PE(p) as a strip, the pair's
+sine and cosine along all positions, and PE(p)·PE(p+k) against the offset k.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from s2s_course.positional import frequencies
 from s2s_course.widgets import _as_examples, _default_label
 
 _COUNTER = itertools.count()
@@ -150,4 +155,138 @@ def attention_stepper(examples: Sequence[Any], labels: Sequence[str] | None = No
     return AttentionStepper(examples, labels=labels, title=title, decimals=decimals)
 
 
-__all__ = ["AttentionStepper", "attention_stepper"]
+_PE_SCRIPT = r"""
+(function () {
+  var root = document.getElementById(%(id)s);
+  if (!root || root.dataset.ready) { return; }
+  root.dataset.ready = "1";
+  var data = JSON.parse(root.querySelector("script[type='application/json']").textContent);
+  var pe = data.table, n = pe.length, d = pe[0].length;
+  var sp = root.querySelector("[data-s2s-p]"), si = root.querySelector("[data-s2s-i]");
+  var view = root.querySelector("[data-s2s-view]"), caption = root.querySelector("[data-s2s-caption]");
+  var W = 560, H = 120, pad = 28;
+  function color(v) {  // blue for +1, red for -1, white for 0
+    var a = Math.min(1, Math.abs(v));
+    return v >= 0 ? "rgba(31,119,180," + a.toFixed(3) + ")" : "rgba(214,39,40," + a.toFixed(3) + ")";
+  }
+  function dot(a, b) { var s = 0; for (var k = 0; k < d; k++) { s += pe[a][k] * pe[b][k]; } return s; }
+  function line(xs, ys, x0, x1, y0, y1, style) {
+    var pts = xs.map(function (x, k) {
+      var px = pad + (x - x0) / (x1 - x0) * (W - 2 * pad), py = H - pad / 2 - (ys[k] - y0) / (y1 - y0) * (H - pad);
+      return px.toFixed(1) + "," + py.toFixed(1);
+    });
+    return '<polyline fill="none" stroke-width="2" ' + style + ' points="' + pts.join(" ") + '"/>';
+  }
+  function axes(y0, y1) {  // the zero line; labels are HTML above each plot, legible on a phone
+    var y = (H - pad / 2 - (0 - y0) / (y1 - y0) * (H - pad)).toFixed(1);
+    return '<line x1="' + pad + '" x2="' + (W - pad) + '" y1="' + y + '" y2="' + y + '" stroke="#999" stroke-width="0.5"/>';
+  }
+  function label(text) { return '<div style="font-size:12px;margin:6px 0 0">' + text + '</div>'; }
+  function draw() {
+    var p = +sp.value, i = +si.value, xs = [], s = [], c = [], ks = [], dots = [];
+    for (var q = 0; q < n; q++) { xs.push(q); s.push(pe[q][2 * i]); c.push(pe[q][2 * i + 1]); }
+    var kmax = Math.min(data.max_offset, n - 1 - p);
+    for (var k = 0; k <= kmax; k++) { ks.push(k); dots.push(dot(p, p + k)); }
+    root.querySelector("[data-s2s-pval]").textContent = p;
+    root.querySelector("[data-s2s-ival]").textContent = i + " (dims " + (2 * i) + ", " + (2 * i + 1) + ")";
+    var wl = 2 * Math.PI / data.freqs[i];
+    caption.innerHTML = "pair " + i + ": frequency \u03c9<sub>" + i + "</sub> = " + data.freqs[i].toPrecision(3) +
+      ", wavelength " + wl.toFixed(1) + " positions; at p = " + p + ": sin = " + pe[p][2 * i].toFixed(3) +
+      ", cos = " + pe[p][2 * i + 1].toFixed(3) + "; PE(p)\u00b7PE(p+1) = " + dot(p, Math.min(p + 1, n - 1)).toFixed(2);
+    var strip = '<div style="font-size:12px;margin:2px 0">PE(' + p + '): all ' + d + ' dimensions (blue +, red \u2212; the chosen pair outlined)</div>' +
+      '<div style="display:flex;max-width:' + W + 'px">';
+    for (var k2 = 0; k2 < d; k2++) {
+      var on = (k2 === 2 * i || k2 === 2 * i + 1);
+      strip += '<div title="dim ' + k2 + ': ' + pe[p][k2].toFixed(3) + '" style="flex:1;height:22px;background:' +
+        color(pe[p][k2]) + (on ? ';outline:2px solid #000;outline-offset:-2px' : '') + '"></div>';
+    }
+    strip += '</div>';
+    var xm = pad + p / (n - 1) * (W - 2 * pad);
+    var wave = label("pair " + i + " along positions 0.." + (n - 1) + ": sin (blue, solid), cos (orange, dashed); red line at p") +
+      '<svg viewBox="0 0 ' + W + ' ' + H + '" style="width:100%%;max-width:' + W + 'px;display:block" role="img" aria-label="sine and cosine of the chosen pair">' +
+      axes(-1.1, 1.1) +
+      line(xs, s, 0, n - 1, -1.1, 1.1, 'stroke="#1f77b4"') + line(xs, c, 0, n - 1, -1.1, 1.1, 'stroke="#ff7f0e" stroke-dasharray="5,3"') +
+      '<line x1="' + xm.toFixed(1) + '" x2="' + xm.toFixed(1) + '" y1="14" y2="' + (H - 4) + '" stroke="#d62728" stroke-width="1.5"/></svg>';
+    var dmin = Math.min.apply(null, dots), dmax = d / 2;
+    var sim = label("PE(" + p + ")\u00b7PE(" + p + "+k) against k = 0.." + kmax + " (green; d/2 = " + (d / 2) + " at k = 0; grey line at 0)") +
+      '<svg viewBox="0 0 ' + W + ' ' + H + '" style="width:100%%;max-width:' + W + 'px;display:block" role="img" aria-label="dot product against offset">' +
+      axes(Math.min(dmin, 0) - 1, dmax + 1) +
+      line(ks, dots, 0, Math.max(1, data.max_offset), Math.min(dmin, 0) - 1, dmax + 1, 'stroke="#2ca02c"') + '</svg>';
+    view.innerHTML = strip + wave + sim;
+  }
+  sp.addEventListener("input", draw); si.addEventListener("input", draw);
+  sp.addEventListener("change", draw); si.addEventListener("change", draw);
+  draw();
+})();
+"""
+
+
+class PositionalExplorer:
+    """A kernel-free positional-encoding figure: sliders for the position p and the pair i.
+
+    Shows PE(p) as a strip of all d values, the pair's sine and cosine along every position (the
+    wavelength grows with i), and PE(p)·PE(p+k) against k (it depends on k only). The table is
+    embedded rounded to ``decimals`` places; the dot products are computed in the browser.
+    """
+
+    def __init__(self, table: Any, freqs: Any | None = None, max_offset: int = 60,
+                 title: str | None = None, decimals: int = 3) -> None:
+        table = np.asarray(table.detach().cpu() if hasattr(table, "detach") else table, dtype=float)
+        if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] < 2 or table.shape[1] % 2:
+            raise ValueError(f"table must be (positions >= 2, d) with d even, got shape {table.shape}")
+        n, d = table.shape
+        if freqs is None:
+            freqs = frequencies(d)  # the sinusoid's omega_i, base 10000
+        freqs = np.asarray(freqs.detach().cpu() if hasattr(freqs, "detach") else freqs, dtype=float)
+        if freqs.shape != (d // 2,):
+            raise ValueError(f"freqs must have d/2 = {d // 2} entries, got shape {freqs.shape}")
+        if not isinstance(max_offset, int) or not 1 <= max_offset < n:
+            raise ValueError(f"max_offset must be an int in [1, positions - 1 = {n - 1}], got {max_offset!r}")
+        if not isinstance(decimals, int) or not 1 <= decimals <= 6:
+            raise ValueError(f"decimals must be an int in [1, 6], got {decimals!r}")
+        self.table, self.freqs, self.max_offset = table, freqs, max_offset
+        self.title, self.decimals = title, decimals
+        self.id = f"s2s-interactive-{next(_COUNTER)}-{id(self) & 0xFFFFFF:06x}"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"table": np.round(self.table, self.decimals).tolist(),
+                "freqs": [float(f"{f:.6g}") for f in self.freqs], "max_offset": self.max_offset}
+
+    def _repr_html_(self) -> str:
+        payload = json.dumps(self.data).replace("</", "<\\/")
+        n, d = self.table.shape
+        title = (f'<div style="font-weight:bold;margin-bottom:4px">{html.escape(self.title)}</div>'
+                 if self.title else "")
+        return (
+            f'<div class="s2s-interactive" id="{self.id}" style="max-width:100%;overflow-x:auto">'
+            f"{title}"
+            '<div style="display:flex;flex-wrap:wrap;gap:8px 16px;align-items:center;margin-bottom:6px">'
+            f'<label>position p <input type="range" min="0" max="{n - 1}" value="0" step="1" data-s2s-p '
+            'aria-label="position p" style="vertical-align:middle"> <span data-s2s-pval></span></label>'
+            f'<label>pair i <input type="range" min="0" max="{d // 2 - 1}" value="0" step="1" data-s2s-i '
+            'aria-label="frequency pair i" style="vertical-align:middle"> <span data-s2s-ival></span></label></div>'
+            '<div data-s2s-caption style="margin-bottom:6px"></div>'
+            '<div data-s2s-view></div>'
+            f'<script type="application/json">{payload}</script>'
+            f"<script>{_PE_SCRIPT % {'id': json.dumps(self.id)}}</script>"
+            "</div>"
+        )
+
+    def __repr__(self) -> str:
+        n, d = self.table.shape
+        return (f"PositionalExplorer: {n} positions x {d} dimensions; open in Jupyter or the book to move "
+                f"the position and frequency sliders")
+
+
+def positional_explorer(table: Any, freqs: Any | None = None, max_offset: int = 60,
+                        title: str | None = None, decimals: int = 3) -> PositionalExplorer:
+    """Move a position and a frequency pair through a positional-encoding table (positions, d).
+
+    Needs no kernel. ``freqs``: the pair frequencies (default: the sinusoid's, base 10000);
+    ``max_offset``: the largest k in the PE(p)·PE(p+k) plot.
+    """
+    return PositionalExplorer(table, freqs=freqs, max_offset=max_offset, title=title, decimals=decimals)
+
+
+__all__ = ["AttentionStepper", "attention_stepper", "PositionalExplorer", "positional_explorer"]

@@ -313,8 +313,20 @@ def test_attempt_prints_the_report_instead_of_raising(capsys):
     def unfinished(x):
         raise NotImplementedError("your code here")
 
+    def wrong(x):
+        return x * 3
+
+    def half_done(x):
+        raise ValueError("oops")
+
     assert attempt(checker, unfinished) is None
     out = capsys.readouterr().out
-    assert "NotImplementedError" in out and "not there yet" in out and "'two'" in out
+    assert out.startswith("○ unfinished: not attempted yet") and "✗" not in out and "Error" not in out
+    attempt(checker, wrong)  # a wrong answer still gets the full report
+    out = capsys.readouterr().out
+    assert "✗ wrong failed on case 'two'" in out and "not there yet" in out
+    attempt(checker, half_done)  # so does any other exception
+    out = capsys.readouterr().out
+    assert "ValueError: oops" in out and "not there yet" in out
     attempt(checker, lambda x: x + x)
     assert "✓ all" in capsys.readouterr().out

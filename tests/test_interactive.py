@@ -72,3 +72,34 @@ def test_argument_errors(kwargs, message):
 def test_bad_examples_are_rejected():
     with pytest.raises(ValueError):
         attention_stepper([(["a"], ["x", "y"], np.ones((3, 3)))])
+
+
+# --- the positional-encoding explorer ---------------------------------------------------------
+
+def test_positional_explorer_embeds_the_table_and_two_sliders():
+    from s2s_course.interactive import positional_explorer
+    from s2s_course.positional import frequencies, sinusoidal_encoding
+
+    table = sinusoidal_encoding(20, 8)
+    fig = positional_explorer(table, max_offset=10, title="PE")
+    html, data = embedded(fig)
+    assert 'class="s2s-interactive"' in html and html.count('type="range"') == 2
+    assert 'max="19"' in html and 'max="3"' in html and "data-s2s-view" in html and "http" not in html
+    np.testing.assert_allclose(data["table"], np.round(table.numpy(), 3))
+    np.testing.assert_allclose(data["freqs"], frequencies(8).numpy(), rtol=1e-5)
+    # the frequencies are the table's: sin(p * w_i) in dimension 2i
+    np.testing.assert_allclose(np.sin(5 * np.array(data["freqs"])), table[5, 0::2].numpy(), atol=1e-5)
+    assert data["max_offset"] == 10 and "20 positions x 8 dimensions" in repr(fig)
+
+
+@pytest.mark.parametrize("table, kwargs, message", [
+    (np.zeros((5, 3)), {}, "d even"),
+    (np.zeros(5), {}, "positions >= 2"),
+    (np.zeros((5, 4)), {"freqs": np.ones(3), "max_offset": 2}, "d/2 = 2"),
+    (np.zeros((5, 4)), {"max_offset": 5}, "max_offset"),
+    (np.zeros((5, 4)), {"decimals": 9, "max_offset": 2}, "decimals"),
+])
+def test_positional_explorer_argument_errors(table, kwargs, message):
+    from s2s_course.interactive import positional_explorer
+    with pytest.raises(ValueError, match=message):
+        positional_explorer(table, **kwargs)

@@ -194,6 +194,19 @@ def test_chapter_is_committed_executed_with_run_metadata(chapter):
     assert path.stat().st_size < 3_000_000, f"{path.name}: outputs too heavy"
 
 
+def test_exercise_stubs_read_as_not_attempted(chapter):
+    """A shipped stub (``raise NotImplementedError`` checked by ``attempt``) shows a neutral line on
+    the website, not a red failure report."""
+    path, nb = chapter
+    stubs = [c for c in nb["cells"] if c["cell_type"] == "code" and "attempt(" in cell_source(c)
+             and "raise NotImplementedError" in cell_source(c)]
+    assert stubs, f"{path.name}: no auto-checked exercise stub"
+    for c in stubs:
+        text = "".join(o.get("text", "") for o in c.get("outputs", []) if o.get("output_type") == "stream")
+        assert "not attempted yet" in text and "✗" not in text, \
+            f"{path.name}: stub cell {cell_source(c)[:60]!r} prints {text[:120]!r}"
+
+
 def test_widget_outputs_have_saved_state(chapter):
     path, nb = chapter
     views = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])

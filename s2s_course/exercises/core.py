@@ -375,11 +375,18 @@ def attempt(checker: Callable[[Callable], bool], learner_fn: Callable) -> None:
     """Run ``checker(learner_fn)`` and print its verdict instead of raising.
 
     Notebooks call this so that an unfinished exercise prints what to fix (and the chapter still
-    runs top to bottom); call the checker directly to get an exception instead.
+    runs top to bottom); call the checker directly to get an exception instead. A function that
+    still raises ``NotImplementedError`` (the stub as the chapter ships it) has not been tried
+    yet: that gets one neutral line, not a failure report. Any other outcome is the checker's.
     """
     try:
         checker(learner_fn)
     except ExerciseFailed as failure:
+        if isinstance(failure.__cause__, NotImplementedError):
+            name = getattr(learner_fn, "__name__", "your function")
+            print(f"○ {name}: not attempted yet — write your function in the cell above, then run "
+                  f"this cell again to check it")
+            return
         print(f"{failure}\n(not there yet: fix the function above and run this cell again)")
 
 
