@@ -14,8 +14,14 @@ The score functions are the ones from the papers:
 - ``GeneralScore``   q^T W_a k              Luong et al. 2015, eq. (8) "general"
 - ``ConcatScore``    v^T tanh(W_a [q; k])   Luong et al. 2015, eq. (8) "concat"
 
-``Attention`` is global attention (every source position), ``LocalAttention`` is Luong's local-p
-attention: it first predicts a source position and only looks at a window around it.
+``Attention`` is global attention (every source position), ``LocalAttention`` is Luong's local
+attention: local-p first predicts a source position and only looks at a window around it; local-m
+simply looks at the window around the current output step (monotonic alignment).
+
+The keys stay the same for a whole sentence while the query changes at every decoder step, so
+the part of a score that depends on the keys alone (``U k_j``, ``W_a k_j``) is computed once per
+sentence: ``score.project_keys(keys)``, kept in the decoder state and passed back as
+``projected_keys``. Without it, every step would redo an (S x Hk) @ (Hk x A) product.
 """
 from __future__ import annotations
 
@@ -95,16 +101,27 @@ class AdditiveScore(nn.Module):
         self.U = nn.Linear(key_dim, attn_dim, bias=False)
         self.v = nn.Linear(attn_dim, 1, bias=False)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """U k_j for every key, once per sentence: (B, S, Hk) -> (B, S, A)."""
+        return self.U(keys)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor,
+                projected_keys: torch.Tensor | None = None) -> torch.Tensor:
         _check_query_keys(query, keys, self.query_dim, self.key_dim)
-        hidden = torch.tanh(self.W(query).unsqueeze(1) + self.U(keys))  # (B, 1, A) + (B, S, A)
+        Uk = self.project_keys(keys) if projected_keys is None else projected_keys  # (B, S, A)
+        hidden = torch.tanh(self.W(query).unsqueeze(1) + Uk)            # (B, 1, A) + (B, S, A)
         return self.v(hidden).squeeze(-1)                                # (B, S)
 
 
 class DotScore(nn.Module):
     """Luong dot score  e_j = q . k_j  (Luong et al. 2015, eq. (8)): no parameters, equal sizes."""
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """Nothing to project: the keys themselves."""
+        return keys
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor,
+                projected_keys: torch.Tensor | None = None) -> torch.Tensor:
         _check_query_keys(query, keys)
         if query.size(1) != keys.size(2):
             raise ValueError(f"dot score needs query and keys of the same size, got query "
@@ -120,10 +137,15 @@ class GeneralScore(nn.Module):
         self.query_dim, self.key_dim = query_dim, key_dim
         self.W_a = nn.Linear(key_dim, query_dim, bias=False)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """W_a k_j for every key, once per sentence: (B, S, Hk) -> (B, S, Hq)."""
+        return self.W_a(keys)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor,
+                projected_keys: torch.Tensor | None = None) -> torch.Tensor:
         _check_query_keys(query, keys, self.query_dim, self.key_dim)
-        projected = self.W_a(keys)                                # (B, S, Hq): W_a k_j
-        return torch.bmm(projected, query.unsqueeze(2)).squeeze(2)  # (B, S)
+        Wk = self.project_keys(keys) if projected_keys is None else projected_keys  # (B, S, Hq)
+        return torch.bmm(Wk, query.unsqueeze(2)).squeeze(2)     # (B, S, Hq) @ (B, Hq, 1) -> (B, S)
 
 
 class ConcatScore(nn.Module):
@@ -135,11 +157,21 @@ class ConcatScore(nn.Module):
         self.W_a = nn.Linear(query_dim + key_dim, attn_dim, bias=False)
         self.v = nn.Linear(attn_dim, 1, bias=False)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """The key half of W_a [q; k_j] = W_q q + W_k k_j, once per sentence: (B, S, A)."""
+        W_k = self.W_a.weight[:, self.query_dim:]                    # (A, Hk)
+        return keys @ W_k.T
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor,
+                projected_keys: torch.Tensor | None = None) -> torch.Tensor:
         _check_query_keys(query, keys, self.query_dim, self.key_dim)
-        S = keys.size(1)
-        repeated = query.unsqueeze(1).expand(-1, S, -1)              # (B, S, Hq): q by every key
-        hidden = torch.tanh(self.W_a(torch.cat([repeated, keys], dim=-1)))  # (B, S, A)
+        if projected_keys is None:  # the formula as written: q next to every key, one product
+            S = keys.size(1)
+            repeated = query.unsqueeze(1).expand(-1, S, -1)          # (B, S, Hq): q by every key
+            hidden = torch.tanh(self.W_a(torch.cat([repeated, keys], dim=-1)))  # (B, S, A)
+        else:  # the same sum split in two: W_q q once per step, W_k k_j once per sentence
+            W_q = self.W_a.weight[:, :self.query_dim]                # (A, Hq)
+            hidden = torch.tanh((query @ W_q.T).unsqueeze(1) + projected_keys)  # (B, S, A)
         return self.v(hidden).squeeze(-1)                            # (B, S)
 
 
@@ -176,66 +208,92 @@ class Attention(nn.Module):
         super().__init__()
         self.score = score
 
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """The score's once-per-sentence part; pass it back as ``projected_keys`` at every step."""
+        return self.score.project_keys(keys)
+
     def forward(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                mask: torch.Tensor | None = None, projected_keys: torch.Tensor | None = None,
+                step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, Hq), keys (B, S, Hk), values (B, S, Hv) (default: the keys), mask (B, S) bool
-        True = real token. Returns context (B, Hv) and weights (B, S)."""
+        True = real token, projected_keys = ``project_keys(keys)`` if already computed. ``step``
+        is ignored (global attention looks everywhere; it is there so decoders can call either
+        kind alike). Returns context (B, Hv) and weights (B, S)."""
         values = keys if values is None else values
         _check_values_mask(keys, values, mask)
-        scores = self.score(query, keys)                               # (B, S)
+        scores = self.score(query, keys, projected_keys)               # (B, S)
         weights = masked_softmax(scores, mask)                         # (B, S), rows sum to 1
         context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)   # (B, 1, S) @ (B, S, Hv)
         return context, weights                                        # (B, Hv), (B, S)
-
-
 # --------------------------------------------------------------------------------------------
-# Local attention (Luong et al. 2015, local-p)
+# Local attention (Luong et al. 2015, section 3.2: local-p and local-m)
 # --------------------------------------------------------------------------------------------
 
 class LocalAttention(nn.Module):
-    """Luong local-p attention: predict where to look, then attend only to a window there.
+    """Luong local attention: look only at a window of 2D + 1 source positions around p_t.
 
+    local-p (``monotonic=False``), predict where to look:
     1. p_t = S_len * sigmoid(v_p^T tanh(W_p q))           (Luong et al. 2015, eq. (9))
        S_len is each sentence's own length (from the mask); positions count from 0.
     2. align = softmax of the scores over the window |s - p_t| <= D (and real tokens only)
     3. a_t(s) = align(s) * exp(-(s - p_t)^2 / (2 sigma^2)), sigma = D / 2  (eq. (10))
-
     The Gaussian favours positions near p_t, and it is what lets the gradient reach W_p and v_p.
     As in the paper the weights are not renormalised after step 3: they sum to at most 1.
+
+    local-m (``monotonic=True``), assume the alignment is monotonic: p_t = t, the output step
+    (counted from 0), capped at each sentence's last real position so that a long output keeps
+    a window with real tokens in it. The weights are ``align`` of step 2, with no Gaussian and no
+    parameters of their own. The decoder passes ``step``.
+
     Positions outside the window get exactly 0.
     """
 
     def __init__(self, score: nn.Module, query_dim: int, window: int,
-                 attn_dim: int | None = None) -> None:
+                 attn_dim: int | None = None, monotonic: bool = False) -> None:
         super().__init__()
-        if window < 1:
+        if not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be an int >= 1, got {window!r}")
         attn_dim = query_dim if attn_dim is None else attn_dim
         self.score = score
         self.window = window
-        self.W_p = nn.Linear(query_dim, attn_dim, bias=False)
-        self.v_p = nn.Linear(attn_dim, 1, bias=False)
+        self.monotonic = monotonic
+        if not monotonic:
+            self.W_p = nn.Linear(query_dim, attn_dim, bias=False)
+            self.v_p = nn.Linear(attn_dim, 1, bias=False)
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """The score's once-per-sentence part; pass it back as ``projected_keys`` at every step."""
+        return self.score.project_keys(keys)
 
     def predict_position(self, query: torch.Tensor, src_len: torch.Tensor) -> torch.Tensor:
-        """p_t in [0, S_len] for every sentence: query (B, Hq), src_len (B,) -> (B,)."""
+        """local-p's p_t in [0, S_len] for every sentence: query (B, Hq), src_len (B,) -> (B,)."""
         gate = torch.sigmoid(self.v_p(torch.tanh(self.W_p(query)))).squeeze(-1)  # (B,) in (0, 1)
         return src_len * gate
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same arguments and results as ``Attention.forward``."""
+                mask: torch.Tensor | None = None, projected_keys: torch.Tensor | None = None,
+                step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same arguments and results as ``Attention.forward``; local-m also needs ``step``."""
         values = keys if values is None else values
         _check_values_mask(keys, values, mask)
         B, S, _ = keys.shape
         if mask is None:
             mask = torch.ones(B, S, dtype=torch.bool, device=keys.device)
         src_len = mask.sum(dim=1).to(query.dtype)                       # (B,)
-        p = self.predict_position(query, src_len)                       # (B,)
+        if self.monotonic:
+            if step is None or step < 0:
+                raise ValueError(f"local-m needs the output step (an int >= 0), got step={step!r}")
+            p = torch.minimum(torch.full_like(src_len, float(step)), (src_len - 1).clamp(min=0))  # (B,)
+        else:
+            p = self.predict_position(query, src_len)                   # (B,)
         positions = torch.arange(S, device=keys.device, dtype=query.dtype)  # (S,)
         distance = positions.unsqueeze(0) - p.unsqueeze(1)              # (B, S): s - p_t
         in_window = distance.abs() <= self.window                       # (B, S)
-        align = masked_softmax(self.score(query, keys), mask & in_window)   # (B, S)
-        sigma = self.window / 2
-        weights = align * torch.exp(-distance ** 2 / (2 * sigma ** 2))  # (B, S), eq. (10)
+        align = masked_softmax(self.score(query, keys, projected_keys), mask & in_window)  # (B, S)
+        if self.monotonic:
+            weights = align                                             # (B, S), eq. (7) in the window
+        else:
+            sigma = self.window / 2
+            weights = align * torch.exp(-distance ** 2 / (2 * sigma ** 2))  # (B, S), eq. (10)
         context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)    # (B, Hv)
         return context, weights

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from s2s_course.models import make_attention_seq2seq
 from s2s_course.attention import (AdditiveScore, Attention, ConcatScore, DotScore, GeneralScore,
                                   LocalAttention, make_score, masked_softmax)
 
@@ -201,3 +202,99 @@ def test_local_attention_without_mask_and_bad_window():
     assert (weights[0, [0, 1, 5]] == 0).all() and (weights[0, 2:5] > 0).all()
     with pytest.raises(ValueError, match="window must be an int >= 1"):
         LocalAttention(DotScore(), H, window=0)
+
+
+# --- keys projected once per sentence --------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["additive", "dot", "general", "concat"])
+def test_projected_keys_give_the_same_scores_and_gradients(name):
+    torch.manual_seed(0)
+    score = make_score(name, 6, 6, attn_dim=5)
+    q, k = torch.randn(3, 6, requires_grad=True), torch.randn(3, 4, 6, requires_grad=True)
+    plain = score(q, k)
+    cached = score(q, k, score.project_keys(k))
+    torch.testing.assert_close(cached, plain)
+    g_plain = torch.autograd.grad(plain.sum(), [q, k])
+    g_cached = torch.autograd.grad(score(q, k, score.project_keys(k)).sum(), [q, k])
+    for a, b in zip(g_plain, g_cached):
+        torch.testing.assert_close(a, b)
+
+
+def test_concat_split_equals_the_formula_by_hand():
+    torch.manual_seed(1)
+    score = ConcatScore(3, 2, 4)
+    q, k = torch.randn(1, 3), torch.randn(1, 2, 2)
+    by_hand = torch.stack([score.v.weight[0] @ torch.tanh(score.W_a.weight @ torch.cat([q[0], k[0, j]]))
+                           for j in range(2)])
+    torch.testing.assert_close(score(q, k, score.project_keys(k))[0], by_hand)
+
+
+def _decoder_flops(model, state, steps=3):
+    from torch.utils.flop_counter import FlopCounterMode
+    y = torch.zeros(state.memory.size(0), dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(steps):
+            _, state = model.decoder(y, state)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("kind, score", [("bahdanau", "general"), ("luong", "general"), ("luong", "concat")])
+def test_decoder_states_carry_the_projection_and_it_saves_work(kind, score):
+    from dataclasses import replace
+    torch.manual_seed(0)
+    model = make_attention_seq2seq(11, 13, kind=kind, score=score, emb_dim=8, hidden_dim=32).eval()
+    src, lengths = torch.randint(4, 11, (2, 40)), torch.tensor([40, 25])
+    state = model.encode(src, lengths)
+    assert state.keys is not None and state.keys.shape[:2] == (2, 40)
+    uncached = replace(state, keys=None)  # the decoder then projects the keys at every step
+    y = torch.tensor([1, 2])
+    torch.testing.assert_close(model.decoder(y, state)[0], model.decoder(y, uncached)[0])
+    assert _decoder_flops(model, state) < 0.8 * _decoder_flops(model, uncached)
+    picked = state.index_select(torch.tensor([1, 1, 0]))
+    torch.testing.assert_close(picked.keys, state.keys[[1, 1, 0]])
+    assert model.decoder(y, state)[1].step == 1 and picked.step == 0
+
+
+# --- local-m ---------------------------------------------------------------------------------
+
+class _Given(torch.nn.Module):
+    """Scores fixed in advance (zeros: uniform over the window)."""
+
+    def __init__(self, S):
+        super().__init__()
+        self.S = S
+
+    def project_keys(self, keys):
+        return keys
+
+    def forward(self, query, keys, projected_keys=None):
+        return torch.zeros(keys.size(0), keys.size(1))
+
+
+def test_local_m_window_follows_the_step_and_stops_at_the_last_real_token():
+    local = LocalAttention(_Given(5), query_dim=2, window=1, monotonic=True)
+    assert not any(True for _ in local.parameters())  # local-m has no position predictor
+    q, keys = torch.zeros(2, 2), torch.randn(2, 5, 3)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    _, w = local(q, keys, mask=mask, step=1)
+    # row 0: p = 1, window 0..2, uniform; row 1: p = min(1, 2 - 1) = 1, window 0..2 minus padding
+    torch.testing.assert_close(w, torch.tensor([[1 / 3, 1 / 3, 1 / 3, 0, 0], [0.5, 0.5, 0, 0, 0]]))
+    _, w = local(q, keys, mask=mask, step=7)  # past the end: the window sits on the last token
+    torch.testing.assert_close(w, torch.tensor([[0, 0, 0, 0.5, 0.5], [0.5, 0.5, 0, 0, 0]]))
+    context, w = local(q, keys, mask=mask, step=0)
+    torch.testing.assert_close(context, torch.einsum("bs,bsh->bh", w, keys))
+    with pytest.raises(ValueError, match="step"):
+        local(q, keys, mask=mask)
+
+
+def test_local_m_model_decodes_and_is_named():
+    torch.manual_seed(0)
+    model = make_attention_seq2seq(11, 13, kind="luong", emb_dim=8, hidden_dim=16, local_window=2,
+                                   local_mode="m").eval()
+    assert model.decoder.attention.monotonic
+    state = model.encode(torch.randint(4, 11, (2, 6)), torch.tensor([6, 3]))
+    for t in range(4):
+        _, state = model.decoder(torch.tensor([1, 1]), state)
+        assert (state.attn[1, 3:] == 0).all() and state.step == t + 1
+    with pytest.raises(ValueError, match="local_mode"):
+        make_attention_seq2seq(11, 13, kind="luong", local_window=2, local_mode="x")

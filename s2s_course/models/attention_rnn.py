@@ -45,7 +45,9 @@ class BahdanauDecoder(nn.Module):
 
     def init_state(self, hidden: Hidden, memory: torch.Tensor,
                    src_mask: torch.Tensor) -> DecoderState:
-        return DecoderState(hidden=hidden, memory=memory, src_mask=src_mask)
+        """U k_j is the same at every step: project the keys once, here, for the whole sentence."""
+        return DecoderState(hidden=hidden, memory=memory, src_mask=src_mask,
+                            keys=self.attention.project_keys(memory))
 
     def forward(self, y_prev: torch.Tensor,
                 state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
@@ -53,13 +55,14 @@ class BahdanauDecoder(nn.Module):
         emb = self.dropout(self.embedding(y_prev))                           # (B, E)
         query = top_layer(state.hidden)                                      # (B, H): s_{t-1}
         # Attend with the previous state: context c_t (B, Hm) and weights (B, S).
-        context, weights = self.attention(query, state.memory, mask=state.src_mask)
+        context, weights = self.attention(query, state.memory, mask=state.src_mask,
+                                          projected_keys=state.keys)
         rnn_input = torch.cat([emb, context], dim=-1)                        # (B, E + Hm)
         output, hidden = self.rnn(rnn_input.unsqueeze(1), state.hidden)      # (B, 1, H)
         output = output.squeeze(1)                                           # (B, H): s_t
         logits = self.out(torch.cat([output, context, emb], dim=-1))         # (B, V)
         new_state = DecoderState(hidden=hidden, memory=state.memory, src_mask=state.src_mask,
-                                 attn=weights)
+                                 attn=weights, keys=state.keys, step=state.step + 1)
         return logits, new_state
 
 
@@ -68,14 +71,16 @@ class LuongDecoder(nn.Module):
 
     h_t  = RNN([emb(y_{t-1}); h~_{t-1}], h_{t-1})   (h~_{t-1} only with input feeding, Section 3.3)
     c_t  = Attention(query=h_t, keys=encoder outputs)  score "dot" | "general" | "concat", eq. (8);
-           local=D switches to local-p attention with window D, eq. (9)-(10)
+           local=D switches to local-p attention with window D, eq. (9)-(10);
+           with monotonic=True to local-m (the window sits at the output step t)
     h~_t = tanh(W_c [c_t; h_t])                        eq. (5)
     logits = W_s h~_t                                  eq. (6)
     """
 
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, memory_dim: int,
                  score: str = "general", input_feeding: bool = True, local: int | None = None,
-                 cell: str = "gru", dropout: float = 0.0, num_layers: int = 1) -> None:
+                 cell: str = "gru", dropout: float = 0.0, num_layers: int = 1,
+                 monotonic: bool = False) -> None:
         super().__init__()
         self.cell, self.num_layers, self.input_feeding = cell, num_layers, input_feeding
         self.vocab_size, self.hidden_dim, self.memory_dim = vocab_size, hidden_dim, memory_dim
@@ -87,7 +92,7 @@ class LuongDecoder(nn.Module):
         if local is None:
             self.attention = Attention(score_fn)
         else:
-            self.attention = LocalAttention(score_fn, hidden_dim, window=local)
+            self.attention = LocalAttention(score_fn, hidden_dim, window=local, monotonic=monotonic)
         self.W_c = nn.Linear(memory_dim + hidden_dim, hidden_dim, bias=False)
         self.W_s = nn.Linear(hidden_dim, vocab_size)
 
@@ -97,7 +102,8 @@ class LuongDecoder(nn.Module):
         feed = None
         if self.input_feeding:
             feed = memory.new_zeros(memory.size(0), self.hidden_dim)          # (B, H)
-        return DecoderState(hidden=hidden, memory=memory, src_mask=src_mask, feed=feed)
+        return DecoderState(hidden=hidden, memory=memory, src_mask=src_mask, feed=feed,
+                            keys=self.attention.project_keys(memory))  # once per sentence
 
     def forward(self, y_prev: torch.Tensor,
                 state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
@@ -108,11 +114,13 @@ class LuongDecoder(nn.Module):
         output, hidden = self.rnn(rnn_input.unsqueeze(1), state.hidden)      # (B, 1, H)
         h_t = output.squeeze(1)                                              # (B, H)
         # Attend with the new state: context c_t (B, Hm) and weights (B, S).
-        context, weights = self.attention(h_t, state.memory, mask=state.src_mask)
+        context, weights = self.attention(h_t, state.memory, mask=state.src_mask,
+                                          projected_keys=state.keys, step=state.step)
         h_tilde = torch.tanh(self.W_c(torch.cat([context, h_t], dim=-1)))    # (B, H), eq. (5)
         logits = self.W_s(self.dropout(h_tilde))                             # (B, V), eq. (6)
         new_state = DecoderState(hidden=hidden, memory=state.memory, src_mask=state.src_mask,
-                                 feed=h_tilde if self.input_feeding else None, attn=weights)
+                                 feed=h_tilde if self.input_feeding else None, attn=weights,
+                                 keys=state.keys, step=state.step + 1)
         return logits, new_state
 
 
@@ -145,8 +153,9 @@ def make_attention_seq2seq(src_vocab_size: int, tgt_vocab_size: int, kind: str =
                            score: str = "general", input_feeding: bool = True, emb_dim: int = 64,
                            hidden_dim: int = 128, cell: str = "gru", bidirectional: bool = True,
                            dropout: float = 0.0, local_window: int | None = None,
-                           num_layers: int = 1) -> AttnSeq2Seq:
-    """A ready-made attention model. ``score``, ``input_feeding`` and ``local_window`` are Luong's.
+                           num_layers: int = 1, local_mode: str = "p") -> AttnSeq2Seq:
+    """A ready-made attention model. ``score``, ``input_feeding`` and ``local_window`` are Luong's;
+    ``local_mode`` "p" (predicted position) or "m" (monotonic: the window follows the step).
 
     A bidirectional encoder gets hidden_dim // 2 units per direction, so its outputs have
     hidden_dim features like the decoder state, and every score (even "dot") fits.
@@ -155,6 +164,8 @@ def make_attention_seq2seq(src_vocab_size: int, tgt_vocab_size: int, kind: str =
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if bidirectional and hidden_dim % 2:
         raise ValueError(f"hidden_dim must be even with a bidirectional encoder, got {hidden_dim}")
+    if local_mode not in ("p", "m"):
+        raise ValueError(f"local_mode must be 'p' or 'm', got {local_mode!r}")
     if kind == "bahdanau" and local_window is not None:
         raise ValueError("local_window is for kind='luong' (local-p attention), "
                          "got kind='bahdanau'")
@@ -167,5 +178,5 @@ def make_attention_seq2seq(src_vocab_size: int, tgt_vocab_size: int, kind: str =
     else:
         decoder = LuongDecoder(tgt_vocab_size, emb_dim, hidden_dim, encoder.output_dim, score=score,
                                input_feeding=input_feeding, local=local_window, cell=cell,
-                               dropout=dropout, num_layers=num_layers)
+                               dropout=dropout, num_layers=num_layers, monotonic=local_mode == "m")
     return AttnSeq2Seq(encoder, decoder)

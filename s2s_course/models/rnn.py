@@ -46,6 +46,8 @@ class DecoderState:
     context:  the fixed source summary c (B, Hc), Cho et al. only
     feed:     the previous attentional vector h~_{t-1} (B, H), Luong input feeding only
     attn:     the last attention weights (B, S), for plotting
+    keys:     the score's key projection (B, S, A), computed once per sentence, attention only
+    step:     how many output steps have been taken (Luong local-m looks at source position step)
     """
 
     hidden: Hidden
@@ -54,6 +56,8 @@ class DecoderState:
     context: torch.Tensor | None = None
     feed: torch.Tensor | None = None
     attn: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+    step: int = 0
 
     def index_select(self, idx: torch.Tensor) -> DecoderState:
         """Keep (or repeat) the batch entries ``idx`` (N,) of every field. Beam search uses this to
@@ -67,7 +71,8 @@ class DecoderState:
             return None if x is None else x.index_select(0, idx)
 
         return DecoderState(hidden=hidden, memory=pick(self.memory), src_mask=pick(self.src_mask),
-                            context=pick(self.context), feed=pick(self.feed), attn=pick(self.attn))
+                            context=pick(self.context), feed=pick(self.feed), attn=pick(self.attn),
+                            keys=pick(self.keys), step=self.step)
 
 
 # --------------------------------------------------------------------------------------------
