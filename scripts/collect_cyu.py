@@ -204,12 +204,21 @@ def parse_questions(chapter: int, markdown: str) -> list[Question]:
 
 
 def glossary(path: Path = GLOSSARY) -> dict[str, str]:
-    """English term -> Korean term, from the glossary table (the first row of a term wins)."""
+    """English term -> Korean term, from the glossary (the first entry of a term wins).
+
+    The page is a ``{glossary}`` directive: a term on its own line, then an indented definition
+    that starts with the Korean term(s) in bold. (Rows of a Markdown table ``| English | 한국어 |
+    ... |`` are read too.)"""
     terms: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("|") and len(cells) >= 3 and cells[0] not in ("English", "---"):
             terms.setdefault(cells[0], cells[1])
+        elif i + 1 < len(lines) and line.strip() and not line.startswith((" ", ":", "#", "|")):
+            korean = re.match(r"^\s+\*\*(.+?)\*\*", lines[i + 1])
+            if korean:
+                terms.setdefault(line.strip(), korean.group(1))
     return terms
 
 
