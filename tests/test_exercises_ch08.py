@@ -166,3 +166,77 @@ def test_rejects_in_place_changes_and_nan_gradients():
 def test_unknown_errors_are_reported_not_raised():
     msg = failure(lambda q, k, v, n, m: 1 / 0)
     assert "runs without error" in msg and "ZeroDivisionError" in msg
+
+
+# --- the blind spots of part 3: one order, padding, gradients, dtype, in place, empty rows ----
+
+def test_rejects_keys_cut_at_the_first_sentences_length():
+    def cut_at_first(q, k, v, lengths, slope):       # assumes the batch is sorted longest first
+        n = int(lengths[0])
+        out, w = _attend(q[:, :, :], k[:, :n], v[:, :n], lengths.clamp(max=n), slope)
+        return out, torch.cat([w, w.new_zeros(*w.shape[:2], k.size(1) - n)], dim=-1)
+
+    msg = failure(cut_at_first)
+    assert "check 'common mistakes'" in msg and "cut at lengths[0]" in msg, msg
+
+
+def test_rejects_padding_read_off_zero_keys():
+    def zero_keys_are_padding(q, k, v, lengths, slope):  # the padded keys are random, not zero
+        n = (k.abs().sum(-1) != 0).sum(-1)
+        return _attend(q, k, v, n, slope)
+
+    msg = failure(zero_keys_are_padding)
+    assert "check 'common mistakes'" in msg and "padding got weight" in msg, msg
+
+
+def test_rejects_scale_by_the_value_size():
+    msg = failure(lambda q, k, v, n, m: _attend(q, k, v, n, m, scale=1 / math.sqrt(v.size(-1))))
+    assert "check 'common mistakes'" in msg and "sqrt(d_v)" in msg, msg
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+def test_rejects_a_gradient_missing_for_any_input(name):
+    def detaches(q, k, v, lengths, slope):
+        args = dict(q=q, k=k, v=v)
+        args[name] = args[name].detach()
+        return _attend(args["q"], args["k"], args["v"], lengths, slope)
+
+    msg = failure(detaches)
+    assert "check 'gradient flows" in msg and f"no gradient reaches argument '{name}'" in msg, msg
+
+
+def test_rejects_detached_weights():
+    msg = failure(lambda q, k, v, n, m: (_attend(q, k, v, n, m)[0], _attend(q, k, v, n, m)[1].detach()))
+    assert "check 'gradient flows of output[1]'" in msg and "autograd" in msg, msg
+
+
+def test_rejects_float32_weights_on_float64_inputs():
+    def float32_distances(q, k, v, lengths, slope):   # right output dtype, weights in float32
+        out, w = _attend(q, k, v, lengths, slope)
+        return out, w.float()
+
+    msg = failure(float32_distances)
+    assert "check 'dtype of output[1]'" in msg and "float64" in msg, msg
+
+
+def test_rejects_zeroing_the_padded_keys_in_place():
+    def zeroes_k(q, k, v, lengths, slope):
+        k.masked_fill_(torch.arange(k.size(1))[None, :, None] >= lengths[:, None, None], 0.0)
+        return _attend(q, k, v, lengths, slope)
+
+    msg = failure(zeroes_k)
+    assert "'k' was modified in place" in msg, msg
+
+
+def test_rejects_uniform_weights_on_a_sentence_without_keys():
+    def large_negative(q, k, v, lengths, slope):     # -1e9 instead of -inf: an empty row is uniform
+        T, S = q.size(1), k.size(1)
+        distance = (torch.arange(T)[:, None] - torch.arange(S)[None, :]).abs().to(q.dtype)
+        scores = q @ k.transpose(1, 2) / math.sqrt(q.size(-1)) - slope * distance
+        keep = (torch.arange(S)[None, :] < lengths[:, None])[:, None, :]
+        w = torch.softmax(scores.masked_fill(~keep, -1e9), -1)
+        return w @ v, w
+
+    msg = failure(large_negative)
+    assert "check 'no NaN on a row without keys of output[1]'" in msg and "(not 0)" in msg \
+        and "sentence 0 (length 0" in msg, msg

@@ -151,3 +151,43 @@ def test_unknown_errors_fall_through_to_values_and_exceptions_are_reported():
 
     msg = failure(crashes)
     assert "runs without error" in msg and "RuntimeError" in msg
+
+
+# --- the blind spots of part 3: padding, gradients, empty rows, a size keyed wrong ---------------
+
+def test_rejects_padding_read_off_zero_keys():
+    def zero_keys_are_padding(q, k, v, mask):         # the padded keys are random, not zero
+        real = (k.abs().sum(-1) != 0).any(1)          # (B, S)
+        return gqa(q, k, v, real[:, None, None, :])
+
+    msg = failure(zero_keys_are_padding)
+    assert "check 'common mistakes'" in msg and "mask was ignored" in msg, msg
+
+
+def test_rejects_scale_by_the_value_size():
+    msg = failure(lambda q, k, v, m: gqa(q, k, v, m, scale=1 / math.sqrt(v.size(-1))))
+    assert "check 'common mistakes'" in msg and "sqrt(d_v)" in msg, msg
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+def test_rejects_a_gradient_missing_for_any_input(name):
+    def detaches(q, k, v, mask):
+        args = dict(q=q, k=k, v=v)
+        args[name] = args[name].detach()
+        return gqa(args["q"], args["k"], args["v"], mask)
+
+    msg = failure(detaches)
+    assert "check 'gradient flows'" in msg and f"no gradient reaches argument '{name}'" in msg, msg
+
+
+def test_rejects_uniform_weights_on_a_query_without_keys():
+    def large_negative(q, k, v, mask):                # -1e9 instead of -inf: an empty row averages v
+        group = q.size(1) // k.size(1)
+        k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, -1e9)
+        return torch.softmax(scores, -1) @ v
+
+    msg = failure(large_negative)
+    assert "check 'query with no allowed key'" in msg and "(not 0)" in msg and "query 2 of batch 1" in msg, msg

@@ -257,3 +257,43 @@ def test_pad_idx_other_than_zero_is_honoured():
 def test_unknown_errors_are_reported_not_raised():
     msg = failure(lambda x, t, e, p: 1 / 0)
     assert "runs without error" in msg and "ZeroDivisionError" in msg
+
+
+# --- the blind spots of part 3: padding position, one order, a size keyed wrong ---------------
+
+def test_a_case_has_padding_before_real_tokens():
+    assert any(((t == p)[:, :-1] & (t != p)[:, 1:]).any() for _, t, _, p in (c.args for c in _cases()))
+
+
+def test_rejects_padding_assumed_at_the_end():
+    def lengths_from_padding(x, t, e, p):             # right for right-padded batches only
+        logp = torch.log_softmax(x, dim=-1)
+        loss = -(1 - e) * logp.gather(-1, t.unsqueeze(-1)).squeeze(-1) - e * logp.mean(-1)   # (B, T)
+        lengths = (t != p).sum(1)
+        real = torch.arange(t.size(1))[None, :] < lengths[:, None]                         # (B, T)
+        return loss[real].mean()
+
+    msg = failure(lengths_from_padding)
+    assert "check 'common mistakes'" in msg and "taken to be at the end" in msg and "left-padded" in msg, msg
+
+
+def test_rejects_positions_cut_at_the_first_sentences_length():
+    def first_length(x, t, e, p):                     # assumes the first sentence is the longest
+        n = int((t[0] != p).sum())
+        return by_gather(x[:, :n], t[:, :n], e, p)
+
+    msg = failure(first_length)
+    assert "check 'common mistakes'" in msg and "first sentence's length" in msg, msg
+
+
+def test_rejects_a_division_by_the_batch_size():
+    def per_batch(x, t, e, p):
+        return smoothed(x, t, e, p, reduce="sum") / t.size(0)
+
+    msg = failure(per_batch)
+    assert "check 'common mistakes'" in msg and "number of sentences" in msg, msg
+
+
+def test_rejects_eps_spread_over_the_positions():
+    msg = failure(lambda x, t, e, p: smoothed(x, t, e, p, b=e / x.size(1)))
+    assert "check 'common mistakes'" in msg and "logits.size(1)" in msg, msg

@@ -143,3 +143,46 @@ def test_unknown_errors_fall_through_to_values_and_exceptions_are_reported():
 def test_the_package_linear_attention_is_what_the_checker_expects():
     q, k, v = torch.randn(1, 1, 4, 2), torch.randn(1, 1, 4, 2), torch.randn(1, 1, 4, 2)
     torch.testing.assert_close(reference_recurrent_linear_attention(q, k, v), linear_attention(q, k, v, causal=True))
+
+
+# --- the blind spots of part 3: padding read as lengths, gradients, empty sentences -----------
+
+def test_rejects_the_mask_turned_into_lengths():
+    def as_lengths(q, k, v, mask):                    # right for trailing padding only
+        if mask is not None:
+            mask = torch.arange(mask.size(1))[None, :] < mask.sum(1, keepdim=True)
+        return recurrence(q, k, v, mask)
+
+    msg = failure(as_lengths)                         # a padded key between real ones enters the state
+    assert "check 'common mistakes'" in msg and "turned into lengths" in msg, msg
+
+    def as_lengths_checked_later(q, k, v, mask):      # on leading padding the empty rows give it away
+        if mask is not None and bool((~mask[:, 0] & mask.any(1)).any()):   # only on leading padding
+            mask = torch.arange(mask.size(1))[None, :] < mask.sum(1, keepdim=True)
+        return recurrence(q, k, v, mask)
+
+    msg = failure(as_lengths_checked_later)
+    assert "check 'query with no key so far'" in msg and "padded key was added" in msg, msg
+
+
+def test_rejects_nan_on_a_sentence_of_padding_only():
+    def guards_only_leading(q, k, v, mask):           # zero rows right, except a sentence with no key at all
+        out = recurrence(q, k, v, mask)
+        if mask is not None:
+            empty = ~mask.any(1)                      # (B,)
+            out = torch.where(empty[:, None, None, None], torch.full_like(out, float("nan")), out)
+        return out
+
+    msg = failure(guards_only_leading)
+    assert "check 'query with no key so far'" in msg and "NaN" in msg and "batch 1" in msg, msg
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+def test_rejects_a_gradient_missing_for_any_input(name):
+    def detaches(q, k, v, mask):
+        args = dict(q=q, k=k, v=v)
+        args[name] = args[name].detach()
+        return recurrence(args["q"], args["k"], args["v"], mask)
+
+    msg = failure(detaches)
+    assert "check 'gradient flows'" in msg and f"no gradient reaches argument '{name}'" in msg, msg

@@ -101,3 +101,40 @@ def test_empty_history_and_argument_order():
         return masked(logits, previous, penalty)
 
     assert "failed" in failure(swapped_arguments)
+
+
+# --- the blind spots of part 3: order of the history, id 0 as padding, dtype ------------------
+
+def test_rejects_repeats_removed_only_when_adjacent():
+    def adjacent_once(logits, previous, penalty):     # right for a sorted history only
+        out = logits.clone()
+        for b in range(logits.size(0)):
+            last = None
+            for token in previous[b].tolist():
+                if token != last:
+                    x = out[b, token]
+                    out[b, token] = x * penalty if x < 0 else x / penalty
+                last = token
+        return out
+
+    msg = failure(adjacent_once)
+    assert "check 'common mistakes'" in msg and "only where they are adjacent" in msg, msg
+
+
+def test_rejects_token_zero_taken_for_padding():
+    def skips_zero(logits, previous, penalty):
+        seen = _seen(logits, previous) & (torch.arange(logits.size(1)) != 0)
+        return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+    msg = failure(skips_zero)
+    assert "check 'common mistakes'" in msg and "id 0 was skipped" in msg, msg
+
+
+def test_rejects_new_logits_built_in_float32():
+    def fills_new_tensor(logits, previous, penalty):  # torch.zeros(...) is float32 whatever the logits
+        out = torch.zeros(logits.shape)
+        out[:] = masked(logits, previous, penalty)
+        return out
+
+    msg = failure(fills_new_tensor)
+    assert "check 'dtype'" in msg and "float64" in msg, msg

@@ -9,8 +9,9 @@ import torch
 import s2s_course.exercises as exercises
 from s2s_course.exercises.core import (Case, Check, CheckResult, ExerciseFailed, check_function,
                                        default_checks, expect_close, expect_dtype, expect_equal,
-                                       expect_grad, expect_inputs_unchanged, expect_masked_zero,
-                                       expect_shape, expect_type, run_checks)
+                                       expect_grad, expect_inputs_unchanged, expect_known_mistakes,
+                                       expect_masked_zero, expect_shape, expect_type, expect_zero_rows,
+                                       run_checks)
 
 
 # --- a small exercise: masked softmax ------------------------------------------------------------
@@ -330,3 +331,86 @@ def test_attempt_prints_the_report_instead_of_raising(capsys):
     assert "ValueError: oops" in out and "not there yet" in out
     attempt(checker, lambda x: x + x)
     assert "✓ all" in capsys.readouterr().out
+
+
+# --- shared checks for the chapters: known mistakes, rows that must be zero ----------------------
+
+SOFTMAX_MISTAKES = {
+    "softmax over the batch axis": lambda scores, mask: reference_masked_softmax(scores.T, mask.T).T,
+    "padding got weight": lambda scores, mask: scores.softmax(-1),
+    "never applies here": lambda scores, mask: None,                     # skipped
+    "cannot run here": lambda scores, mask: scores @ torch.ones(7),        # raises: skipped
+    "the reference itself": reference_masked_softmax,                     # never blamed
+}
+KNOWN = [expect_type(), expect_shape(), expect_known_mistakes(SOFTMAX_MISTAKES), expect_close()]
+
+
+def test_known_mistakes_are_named_and_unknown_ones_fall_through():
+    _, msg = failure(lambda scores, mask: scores.softmax(-1), KNOWN)
+    assert "check 'common mistakes'" in msg and "problem: padding got weight" in msg, msg
+    _, msg = failure(lambda scores, mask: reference_masked_softmax(scores.T, mask.T).T, KNOWN)
+    assert "softmax over the batch axis" in msg, msg
+    _, msg = failure(lambda scores, mask: learner_correct(scores, mask) * 2, KNOWN)
+    assert "check 'values'" in msg, msg
+    assert check_masked_softmax(learner_correct, KNOWN)
+
+
+def test_known_mistakes_compare_tuples_item_by_item_and_read_nan_as_told():
+    def reference(x):
+        return x * 2, x.exp()
+
+    mistakes = {"forgot the exp": lambda x: (x * 2, x), "doubled the wrong thing": lambda x: (x, x.exp())}
+    cases = [Case("x", (torch.tensor([0.5, 1.0]),))]
+    with pytest.raises(ExerciseFailed, match="forgot the exp"):
+        check_function(lambda x: (x * 2, x), reference, cases, [expect_known_mistakes(mistakes)])
+    with pytest.raises(ExerciseFailed, match="doubled the wrong thing"):
+        check_function(lambda x: (x, x.exp()), reference, cases, [expect_known_mistakes(mistakes)])
+    assert check_function(lambda x: (x * 3, 3), reference, cases, [expect_known_mistakes(mistakes)])  # no match
+    assert check_function(lambda x: 3, reference, cases, [expect_known_mistakes(mistakes)])        # not a tuple
+
+    nan_mistake = {"divided by zero": lambda x: x / torch.tensor([0.0, 1.0]) * 0}   # [nan, 0]
+    zeroed = lambda x: torch.zeros(2)                                               # noqa: E731
+    assert check_function(zeroed, torch.exp, cases, [expect_known_mistakes(nan_mistake)])
+    with pytest.raises(ExerciseFailed, match="divided by zero"):
+        check_function(zeroed, torch.exp, cases, [expect_known_mistakes(nan_mistake, nan_as=0.0)])
+
+
+def _all_padding_rows(case):
+    scores, mask = case.args
+    return ~mask.any(-1, keepdim=True)                                     # (B, 1)
+
+
+def _explain(index, found):
+    return f"row {index[0]} has no real position but got {found}"
+
+
+ZERO_ROWS = [expect_type(), expect_shape(), expect_zero_rows(_all_padding_rows, _explain, "empty rows are zero"),
+             expect_close()]
+
+
+def test_zero_rows_report_nan_and_nonzero_values():
+    def nan_rows(scores, mask):                                            # softmax over only -inf
+        return scores.masked_fill(~mask, float("-inf")).softmax(-1)
+
+    _, msg = failure(nan_rows, ZERO_ROWS)
+    assert "failed on case 'all-padding row', check 'empty rows are zero'" in msg, msg
+    assert "problem: row 1 has no real position but got NaN" in msg, msg
+
+    def uniform_rows(scores, mask):                                        # -1e9 instead of -inf
+        return scores.masked_fill(~mask, -1e9).softmax(-1)
+
+    _, msg = failure(lambda s, m: torch.where(m.any(-1, keepdim=True), learner_correct(s, m), uniform_rows(s, m)),
+                     ZERO_ROWS)
+    assert "row 1 has no real position but got 0.25 (not 0)" in msg, msg
+    assert check_masked_softmax(learner_correct, ZERO_ROWS)
+
+
+def test_zero_rows_on_an_item_and_cases_without_such_rows():
+    rows = lambda case: None if case.name == "skip" else torch.tensor([True, False])   # noqa: E731
+    check = expect_zero_rows(rows, lambda i, found: f"entry {i[0]}: {found}", item=1)
+    assert check.name == "rows with no key are zero of output[1]"
+    reference = lambda x: (x, x * torch.tensor([0.0, 1.0]))                             # noqa: E731
+    x = torch.tensor([2.0, 3.0])
+    assert check_function(lambda x: (x, x), reference, [Case("skip", (x,))], [check])
+    with pytest.raises(ExerciseFailed, match=r"entry 0: 2 \(not 0\)"):
+        check_function(lambda x: (x, x), reference, [Case("x", (x,))], [check])

@@ -14,9 +14,11 @@
 
 The reference is written out below and is tested against ``F.scaled_dot_product_attention`` with
 a float mask (tests/test_exercises_ch08.py). Besides comparing values, the checker recognises the
-usual mistakes (softmax over the query axis, padding that gets weight, a forgotten 1/sqrt(d_k), a
-bias with the wrong sign or a signed distance, the bias scaled along with the dot product, the
-queries masked instead of the keys, k and v swapped) and names them.
+usual mistakes (softmax over the query axis, padding that gets weight, a forgotten 1/sqrt(d_k) or
+1/sqrt(d_v) in its place, a bias with the wrong sign or a signed distance, the bias scaled along with
+the dot product, the queries masked instead of the keys, every sentence cut at lengths[0], k and v
+swapped) and names them. The cases include lengths that are not sorted longest first, T > S, random
+(not zero) vectors at the padded keys and float64 inputs.
 """
 from __future__ import annotations
 
@@ -25,9 +27,9 @@ from typing import Callable
 
 import torch
 
-from s2s_course.exercises.core import (Case, Check, Trial, check_function, expect_close, expect_dtype,
-                                       expect_grad, expect_inputs_unchanged, expect_masked_zero,
-                                       expect_shape, expect_type)
+from s2s_course.exercises.core import (Case, check_function, expect_close, expect_dtype, expect_grad,
+                                       expect_inputs_unchanged, expect_known_mistakes, expect_masked_zero,
+                                       expect_shape, expect_type, expect_zero_rows)
 from s2s_course.self_attention import padding_mask
 
 __all__ = ["check_distance_bias_attention", "reference_distance_bias_attention", "distance_matrix"]
@@ -42,19 +44,22 @@ def distance_matrix(T: int, S: int, dtype: torch.dtype = torch.float32,
 
 
 def _attend(q, k, v, lengths, slope, *, scale=True, sign=-1.0, signed=False, bias_scaled=False,
-            softmax_dim=-1, mask_keys=True, mask_queries=False):
+            softmax_dim=-1, mask_keys=True, mask_queries=False, scale_by_d_v=False, first_length=False):
     """The reference with switches; each non-default switch is one typical mistake."""
     T, S = q.size(-2), k.size(-2)
     distance = distance_matrix(T, S, q.dtype, q.device)
     if signed:
         distance = torch.arange(T).unsqueeze(1).to(q.dtype) - torch.arange(S).unsqueeze(0).to(q.dtype)
-    factor = 1.0 / math.sqrt(q.size(-1)) if scale else 1.0
+    d = v.size(-1) if scale_by_d_v else q.size(-1)
+    factor = 1.0 / math.sqrt(d) if scale else 1.0
     bias = sign * slope * distance                                         # (T, S)
     if bias_scaled:
         scores = (q @ k.transpose(-2, -1) + bias) * factor
     else:
         scores = q @ k.transpose(-2, -1) * factor + bias                   # (B, T, S)
     mask = torch.ones(q.size(0), T, S, dtype=torch.bool, device=q.device)
+    if first_length:                  # keys cut at lengths[0], as if the batch were sorted longest first
+        lengths = lengths.clamp(max=int(lengths[0]))
     if mask_keys:
         mask = mask & padding_mask(lengths, S).to(q.device).unsqueeze(1)   # (B, 1, S): real keys
     if mask_queries:
@@ -77,6 +82,9 @@ _MISTAKES = {
         lambda q, k, v, n, m: _attend(q, k, v, n, m, softmax_dim=-2),
     "forgot the 1/sqrt(d_k): divide q k^T by sqrt(d_k) before adding the bias":
         lambda q, k, v, n, m: _attend(q, k, v, n, m, scale=False),
+    "the scores were divided by sqrt(d_v), the size of the values: the scale is 1/sqrt(d_k), "
+    "d_k = q.size(-1), the size of the vectors in the dot product":
+        lambda q, k, v, n, m: _attend(q, k, v, n, m, scale_by_d_v=True) if v.size(-1) != q.size(-1) else None,
     "the bias has the wrong sign: far keys must be penalised, scores - slope * |t - s|, "
     "not + slope * |t - s|":
         lambda q, k, v, n, m: _attend(q, k, v, n, m, sign=1.0),
@@ -92,51 +100,33 @@ _MISTAKES = {
         lambda q, k, v, n, m: _attend(q, k, v, n, m, mask_keys=False),
     "the queries (rows) were masked instead of the keys (columns): lengths says which *keys* are real":
         lambda q, k, v, n, m: _attend(q, k, v, n, m, mask_keys=False, mask_queries=True),
+    "every sentence's keys were cut at lengths[0], as if the first sentence were the longest: the "
+    "batch is not sorted by length; mask each sentence b with its own lengths[b] (keys s >= lengths[b])":
+        lambda q, k, v, n, m: _attend(q, k, v, n, m, first_length=True) if bool((n > n[0]).any()) else None,
     "k and v are swapped: the scores compare q with k, the output averages v":
         lambda q, k, v, n, m: _attend(q, v, k, n, m) if k.shape == v.shape else None,
 }
 
 
-def _close(got: object, want: torch.Tensor) -> bool:
-    return (isinstance(got, torch.Tensor) and got.shape == want.shape
-            and bool(torch.allclose(got.detach().double(), want.detach().double(), atol=1e-5, rtol=1e-4,
-                                    equal_nan=True)))
+def _empty_sentences(case: Case) -> torch.Tensor:
+    """(B, 1, 1): True for a sentence with no real key (length 0): its rows must be exactly 0."""
+    lengths = case.args[3]
+    return (lengths == 0).view(-1, 1, 1)
 
 
-def _known_mistakes() -> Check:
-    """Fails with a named mistake when the learner's output or weights equal what that mistake
-    computes (and differ from the reference)."""
-    def fn(t: Trial) -> str | None:
-        if not isinstance(t.got, tuple) or len(t.got) != 2:
-            return None
-        right = [_close(g, e) for g, e in zip(t.got, t.expected)]
-        if all(right):
-            return None
-        for message, mistake in _MISTAKES.items():
-            args, kwargs = t.case.fresh()
-            with torch.no_grad():
-                wrong = mistake(*args, **kwargs)
-            if wrong is None:
-                continue
-            if any(not ok and _close(g, w) for ok, g, w in zip(right, t.got, wrong)):
-                return message
-        return None  # not a mistake we know: the "values" checks report the difference
+def _explain_empty(what: str) -> Callable[[tuple[int, ...], str], str]:
+    def explain(index: tuple[int, ...], found: str) -> str:
+        b, t = index[0], index[1]
+        start = f"{what} of query {t} in sentence {b} (length 0, no real key) is {found}: "
+        if found == "NaN":
+            return start + ("a query with no real key gets a softmax over nothing but -inf, which is NaN; "
+                            "set its weights to 0 after the softmax (masked_fill), so that the row and "
+                            "its output are zeros")
+        return start + ("a query with no real key must give no weight to anything: fill the scores of the "
+                        "padded keys with -inf (a large negative number gives a uniform row) and set the "
+                        "weights to 0 after the softmax, so that the row and its output are zeros")
 
-    return Check("common mistakes", fn)
-
-
-def _no_nan() -> Check:
-    def fn(t: Trial) -> str | None:
-        for i, name in enumerate(["output", "weights"]):
-            got = t.got[i]
-            if isinstance(got, torch.Tensor) and torch.isnan(got).any():
-                where = tuple(torch.isnan(got).nonzero()[0].tolist())
-                return (f"{name} contains NaN (first at {list(where)}): a query with no real key gets "
-                        f"a softmax over nothing but -inf; set its weights to 0 after the softmax "
-                        f"(masked_fill), so that the row and its output are zeros")
-        return None
-
-    return Check("no NaN on a row without keys", fn)
+    return explain
 
 
 def _padding(case: Case) -> torch.Tensor:
@@ -157,6 +147,9 @@ def _cases() -> list[Case]:
         Case("float64 inputs, slope 0 (plain attention)",
              (r(1, 4, 6, dtype=torch.float64), r(1, 4, 6, dtype=torch.float64), r(1, 4, 6, dtype=torch.float64),
               torch.tensor([4]), 0.0)),
+        # not sorted longest first, no sentence fills all S keys, more queries than keys
+        Case("lengths 2, 4 and 3 (the longest not first, none full), 6 queries and 5 keys, slope 0.3",
+             (r(3, 6, 4) * 2, r(3, 5, 4) * 2, r(3, 5, 3), torch.tensor([2, 4, 3]), 0.3)),
     ]
 
 
@@ -170,12 +163,20 @@ def check_distance_bias_attention(fn: Callable) -> bool:
         expect_shape(item=1, hint="weights are (B, T, S): one row per query, one column per key"),
         expect_dtype(item=0, hint="compute in the inputs' dtype: build the distances with dtype=q.dtype "
                                   "and do not call .float()"),
-        expect_inputs_unchanged(),
-        _no_nan(),
-        _known_mistakes(),
+        expect_dtype(item=1, hint="the weights too are in the inputs' dtype (float64 weights would break "
+                                  "weights @ v with float32 values): build the distances with dtype=q.dtype"),
+        expect_inputs_unchanged(hint="mask the scores with masked_fill (no underscore), not by writing into "
+                                     "q, k or v"),
+        expect_zero_rows(_empty_sentences, _explain_empty("the weights row"), "no NaN on a row without keys",
+                         item=1),
+        expect_zero_rows(_empty_sentences, _explain_empty("the output"), "no NaN on a row without keys",
+                         item=0),
+        expect_known_mistakes(_MISTAKES),
         expect_masked_zero(_padding, item=1),
         expect_close(item=1), expect_close(item=0),
         expect_grad(wrt=["q", "k", "v"], item=0,
                     hint="a row without keys must have finite (zero) gradients: fill the scores with "
                          "-inf *before* the softmax and the weights with 0 after it"),
+        expect_grad(wrt=["q", "k"], item=1, hint="return the weights the output was computed from, "
+                                                 "without .detach()"),
     ])

@@ -9,8 +9,9 @@
 The reference repeats each key/value head h // g times (``repeat_interleave``) and calls the
 package's ``scaled_dot_product_attention``, so the exercise and the chapter's code cannot drift
 apart. Besides comparing values, the checker recognises the usual mistakes (groups tiled with
-``repeat``, keys and values swapped, no or the wrong scale, softmax over the queries, an inverted
-mask, NaN on a query with no key) and names them.
+``repeat``, keys and values swapped, no scale or one of 1/d_k or 1/sqrt(d_v), softmax over the
+queries, a mask inverted or ignored, NaN on a query with no key) and names them. The cases include
+masks of three shapes, one whose longest sentence is not first, T > S, d_v != d_k and float64.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from typing import Callable
 
 import torch
 
-from s2s_course.exercises.core import (Case, Check, Trial, check_function, expect_close, expect_dtype,
-                                       expect_grad, expect_inputs_unchanged, expect_shape, expect_type)
+from s2s_course.exercises.core import (Case, check_function, expect_close, expect_dtype, expect_grad,
+                                       expect_inputs_unchanged, expect_known_mistakes, expect_shape,
+                                       expect_type, expect_zero_rows)
 from s2s_course.self_attention import scaled_dot_product_attention
 
 __all__ = ["check_grouped_query_attention", "reference_grouped_query_attention"]
@@ -54,69 +56,47 @@ def _attend(q, k, v, mask, scale=None, dim=-1, tile=False):
     return weights.nan_to_num(0.0) @ v
 
 
-def _nan(q, k, v, mask):
-    return torch.full((*q.shape[:-1], v.size(-1)), float("nan"), dtype=q.dtype)
-
-
 _MISTAKES: dict[str, Callable] = {
     "the key/value heads were tiled with .repeat (query head i used key/value head i % g): "
     "consecutive query heads form a group, so head i must use key/value head i // (h // g); "
     "use repeat_interleave(h // g, dim=1)":
         lambda q, k, v, m: _attend(q, k, v, m, tile=True),
     "keys and values are swapped: the scores compare the queries with k, the output averages v":
-        lambda q, k, v, m: reference_grouped_query_attention(q, v, k, m) if k.shape == v.shape
-        else _nan(q, k, v, m),
+        lambda q, k, v, m: reference_grouped_query_attention(q, v, k, m) if k.shape == v.shape else None,
     "the scores are not scaled: divide q k^T by sqrt(d_k) before the softmax":
         lambda q, k, v, m: _attend(q, k, v, m, scale=1.0),
     "the scores were divided by d_k: the scale is 1 / sqrt(d_k)":
         lambda q, k, v, m: _attend(q, k, v, m, scale=1.0 / q.size(-1)),
+    "the scores were divided by sqrt(d_v), the size of the values: the scale is 1 / sqrt(d_k), "
+    "d_k = q.size(-1), the size of the vectors in the dot product":
+        lambda q, k, v, m: _attend(q, k, v, m, scale=1.0 / math.sqrt(v.size(-1)))
+        if v.size(-1) != q.size(-1) else None,
     "the softmax runs over the queries (dim=-2): each query's weights over the keys (dim=-1) must sum to 1":
-        lambda q, k, v, m: _attend(q, k, v, m, dim=-2) if m is None else _nan(q, k, v, m),
+        lambda q, k, v, m: _attend(q, k, v, m, dim=-2) if m is None else None,
     "the mask is inverted: True means this query MAY attend to this key (as in "
     "F.scaled_dot_product_attention); fill the scores with -inf where the mask is False":
-        lambda q, k, v, m: _attend(q, k, v, ~m) if m is not None else _nan(q, k, v, m),
+        lambda q, k, v, m: _attend(q, k, v, ~m) if m is not None else None,
+    "the mask was ignored: every query attended to every key; fill the scores with -inf where the "
+    "mask is False (it is given, do not guess the padding from the keys)":
+        lambda q, k, v, m: _attend(q, k, v, None) if m is not None else None,
 }
 
 
-def _known_mistakes() -> Check:
-    def fn(t: Trial) -> str | None:
-        got = t.got
-        if not isinstance(got, torch.Tensor) or got.shape != t.expected.shape:
-            return None
-        close = lambda a, b: bool(torch.allclose(a.detach().double(), b.double(), atol=1e-5, rtol=1e-4))  # noqa: E731
-        if close(got.nan_to_num(12345.0), t.expected):
-            return None
-        for message, mistake in _MISTAKES.items():
-            args, kwargs = t.case.fresh()
-            with torch.no_grad():
-                wrong = mistake(*args, **kwargs)
-            if wrong.shape == got.shape and close(got.nan_to_num(0.0), wrong):
-                return message
-        return None  # not a mistake we know: the "values" check says where it differs
-
-    return Check("common mistakes", fn)
+def _rows_without_keys(case: Case) -> torch.Tensor | None:
+    """(B or 1, 1, T or 1, 1): True for a query whose mask row is all False (it may attend to no key)."""
+    mask = case.args[3] if len(case.args) > 3 else None
+    return None if mask is None else ~mask.any(dim=-1, keepdim=True)
 
 
-def _empty_rows_are_zero() -> Check:
-    """A query whose mask row is all False must get an output of exact zeros, not NaN."""
-    def fn(t: Trial) -> str | None:
-        args, _ = t.case.fresh()
-        mask = args[3] if len(args) > 3 else None
-        if mask is None or not isinstance(t.got, torch.Tensor) or t.got.shape != t.expected.shape:
-            return None
-        empty = ~mask.any(dim=-1, keepdim=True)                           # (B?, 1, T?, 1)
-        empty = empty.expand(*t.got.shape[:-1], 1).expand_as(t.got)
-        bad = empty & (t.got.detach().isnan() | (t.got.detach() != 0))
-        if not bool(bad.any()):
-            return None
-        b, i, row, _ = bad.nonzero()[0].tolist()
-        value = t.got[b, i, row].detach()
-        what = "NaN" if bool(value.isnan().any()) else f"{value.abs().max().item():.4g} (not 0)"
-        return (f"query {row} of batch {b} has no key it may attend to (its mask row is all False); "
-                f"head {i} returned {what}. softmax over only -inf gives NaN: set the weights of such "
-                f"a row to 0 (e.g. weights.masked_fill(~mask, 0.0) after the softmax)")
-
-    return Check("query with no allowed key", fn)
+def _explain_empty_row(index: tuple[int, ...], found: str) -> str:
+    b, i, row = index[0], index[1], index[2]
+    start = (f"query {row} of batch {b} has no key it may attend to (its mask row is all False); "
+             f"head {i} returned {found}. ")
+    if found == "NaN":
+        return start + ("softmax over only -inf gives NaN: set the weights of such a row to 0 "
+                        "(e.g. weights.masked_fill(~mask, 0.0) after the softmax)")
+    return start + ("Its weights must all be 0, so its output is 0: fill the scores with -inf (a large "
+                    "negative number gives a uniform row) and set the weights to 0 after the softmax")
 
 
 def _cases() -> list[Case]:
@@ -127,6 +107,7 @@ def _cases() -> list[Case]:
     empty = torch.ones(2, 1, 3, 4, dtype=torch.bool)
     empty[1, 0, 2] = False                                                # query 2 of batch 1: no key
     empty[0, 0, :, 3] = False
+    unsorted = (torch.arange(4)[None, :] < torch.tensor([2, 3, 1])[:, None])[:, None, None, :]  # (3, 1, 1, 4)
     return [
         Case("h=4 query heads, g=2 key/value heads, no mask", (r(2, 4, 3, 8), r(2, 2, 5, 8), r(2, 2, 5, 8), None)),
         Case("h=6, g=3, padding mask (B, 1, 1, S)", (r(2, 6, 4, 4), r(2, 3, 5, 4), r(2, 3, 5, 4), pad)),
@@ -135,6 +116,9 @@ def _cases() -> list[Case]:
         Case("float64, h=4, g=2, a query with no allowed key",
              (r(2, 4, 3, 4, dtype=torch.float64), r(2, 2, 4, 4, dtype=torch.float64),
               r(2, 2, 4, 4, dtype=torch.float64), empty)),
+        # the longest sentence is not first, none fills all S keys, and there are more queries than keys
+        Case("h=6, g=2, 5 queries, 4 keys, padding mask with lengths 2, 3 and 1",
+             (r(3, 6, 5, 4), r(3, 2, 4, 4), r(3, 2, 4, 4), unsorted)),
     ]
 
 
@@ -145,8 +129,8 @@ def check_grouped_query_attention(fn: Callable) -> bool:
         expect_shape(hint="one output per query head: (B, h, T, d_v), with h = q.size(1), not g"),
         expect_dtype(hint="keep the inputs' dtype: do not build new tensors with a fixed float32 dtype"),
         expect_inputs_unchanged(),
-        _empty_rows_are_zero(),
-        _known_mistakes(),
+        expect_zero_rows(_rows_without_keys, _explain_empty_row, "query with no allowed key"),
+        expect_known_mistakes(_MISTAKES, nan_as=0.0),
         expect_close(),
         expect_grad(wrt=["q", "k", "v"]),
     ])

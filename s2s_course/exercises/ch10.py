@@ -14,11 +14,14 @@
 The reference *is* ``F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1),
 label_smoothing=eps, ignore_index=pad_idx)``; tests/test_exercises_ch10.py checks it against a case
 computed by hand. Besides comparing values, the checker names the usual mistakes: padding counted in
-the mean, per-sentence averaging, the eps/(V-1) convention of fairseq and tensor2tensor (or the
-Annotated Transformer's, which also leaves out the pad class), the KL divergence instead of the
-cross-entropy, a softmax over the wrong axis, probabilities instead of log-probabilities, a sum
-instead of a mean, eps ignored or the uniform term missing or mis-weighted, eps and pad_idx swapped,
-pad_idx taken to be 0, and log(softmax(x)) that underflows to -inf on large logits.
+the mean or taken to be at the end, per-sentence averaging, a division by the batch size, positions
+cut at the first sentence's length, eps divided by T instead of V, the eps/(V-1) convention of
+fairseq and tensor2tensor (or the Annotated Transformer's, which also leaves out the pad class), the
+KL divergence instead of the cross-entropy, a softmax over the wrong axis, probabilities instead of
+log-probabilities, a sum instead of a mean, eps ignored or the uniform term missing or mis-weighted,
+eps and pad_idx swapped, pad_idx taken to be 0, and log(softmax(x)) that underflows to -inf on large
+logits. The cases include unsorted lengths, a left-padded batch, a sentence of padding only, T != V
+and float64 logits. Only the logits are differentiable, and their gradient is compared.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from s2s_course.exercises.core import (Case, Check, Trial, check_function, expect_close, expect_dtype,
-                                       expect_grad, expect_inputs_unchanged, expect_shape, expect_type)
+                                       expect_grad, expect_inputs_unchanged, expect_known_mistakes,
+                                       expect_shape, expect_type)
 
 __all__ = ["check_label_smoothed_loss", "reference_label_smoothed_loss"]
 
@@ -84,11 +88,24 @@ def _kl(logits, targets, eps, pad_idx):
     return _smoothed(logits, targets, eps, pad_idx) - entropy.to(logits.dtype)
 
 
-def _weighted(logits, targets, eps, pad_idx, a, b, reduce="token mean"):
-    """a * NLL + b * (sum over classes of -log p), reduced over the tokens in one of several ways."""
+def _trailing(targets, pad_idx):
+    """(B, T): the first (targets != pad_idx).sum(1) positions, as if padding were always at the end."""
+    n = (targets != pad_idx).sum(1, keepdim=True)
+    return torch.arange(targets.size(1))[None, :] < n
+
+
+def _first_length(targets, pad_idx):
+    """(B, T): real tokens within the first sentence's length, as if the batch were sorted longest first."""
+    n = int((targets[0] != pad_idx).sum())
+    return (targets != pad_idx) & (torch.arange(targets.size(1))[None, :] < n)
+
+
+def _weighted(logits, targets, eps, pad_idx, a, b, reduce="token mean", real=None):
+    """a * NLL + b * (sum over classes of -log p), reduced over the tokens in one of several ways;
+    ``real`` (B, T) bool replaces targets != pad_idx as the tokens that count."""
     _, nll, total = _terms(logits, targets)
     loss = a * nll + b * total
-    real = targets != pad_idx
+    real = targets != pad_idx if real is None else real
     if reduce == "token mean":
         return _token_mean(loss, real)
     if reduce == "sum":
@@ -99,6 +116,8 @@ def _weighted(logits, targets, eps, pad_idx, a, b, reduce="token mean"):
         return (loss * real).sum() / loss.numel()
     if reduce == "per sentence":
         return ((loss * real).sum(1) / real.sum(1)).mean()
+    if reduce == "per sentence count":
+        return (loss * real).sum() / real.size(0)
     raise ValueError(reduce)
 
 
@@ -123,6 +142,19 @@ _MISTAKES: dict[str, Callable] = {
         lambda x, t, e, p: _weighted(x, t, e, p, 1 - e, e / x.size(-1), "per sentence"),
     "summed instead of averaged: divide the sum over the real target tokens by their number":
         lambda x, t, e, p: _weighted(x, t, e, p, 1 - e, e / x.size(-1), "sum"),
+    "divided by the number of sentences (the batch size): divide the sum over the real target tokens "
+    "by the number of real tokens, (targets != pad_idx).sum()":
+        lambda x, t, e, p: _weighted(x, t, e, p, 1 - e, e / x.size(-1), "per sentence count"),
+    "the padding was taken to be at the end of each sentence (the first (targets != pad_idx).sum(1) "
+    "positions counted): padding can sit anywhere, e.g. at the start of a left-padded sentence; "
+    "leave out exactly the positions where targets == pad_idx":
+        lambda x, t, e, p: _weighted(x, t, e, p, 1 - e, e / x.size(-1), real=_trailing(t, p)),
+    "only the positions within the first sentence's length were counted, as if the batch were sorted "
+    "longest first: it is not; leave out exactly the positions where targets == pad_idx":
+        lambda x, t, e, p: _weighted(x, t, e, p, 1 - e, e / x.size(-1), real=_first_length(t, p)),
+    "eps was divided by logits.size(1), the number of positions T: the uniform term spreads eps over "
+    "the V classes, V = logits.size(-1)":
+        lambda x, t, e, p: _weighted(x, t, e, p, 1 - e, e / x.size(1)),
     "eps/(V-1) was spread over the V-1 other classes (the target keeping 1 - eps): that is a different "
     "convention, fairseq's and tensor2tensor's. This exercise uses PyTorch's (F.cross_entropy's "
     "label_smoothing, as in Szegedy et al. 2016): eps/V on *every* class, the target included, so "
@@ -164,23 +196,6 @@ def _same(got: object, want: torch.Tensor) -> bool:
     return (isinstance(got, torch.Tensor) and got.shape == want.shape
             and bool(torch.allclose(got.detach().double(), want.detach().double(), atol=1e-5, rtol=1e-4,
                                     equal_nan=True)))
-
-
-def _known_mistakes() -> Check:
-    """Fails with a named mistake when the learner's loss equals what that mistake computes
-    (and differs from the reference)."""
-    def fn(t: Trial) -> str | None:
-        if _same(t.got, t.expected):
-            return None
-        for message, mistake in _MISTAKES.items():
-            args, kwargs = t.case.fresh()
-            with torch.no_grad():
-                wrong = mistake(*args, **kwargs)
-            if _same(t.got, wrong):
-                return message
-        return None  # not a mistake we know: the "values" check reports the difference
-
-    return Check("common mistakes", fn)
 
 
 def _large(case: Case) -> bool:
@@ -233,7 +248,9 @@ def _targets(g: torch.Generator, T: int, V: int, pad_idx: int, lengths: list[int
 
 
 def _case(name: str, g: torch.Generator, T: int, V: int, lengths: list[int], eps: float, pad_idx: int,
-          scale: float = 2.0, dtype: torch.dtype = torch.float32, large: bool = False) -> Case:
+          scale: float = 2.0, dtype: torch.dtype = torch.float32, large: bool = False,
+          left: bool = False) -> Case:
+    """``left``: the padding comes first (a left-padded batch), not last."""
     B = len(lengths)
     logits = torch.randn(B, T, V, generator=g, dtype=dtype) * scale
     if large:
@@ -241,7 +258,8 @@ def _case(name: str, g: torch.Generator, T: int, V: int, lengths: list[int], eps
         signs = torch.tensor([1.0, -1.0] * (V // 2) + [1.0] * (V % 2), dtype=dtype)
         perm = torch.argsort(torch.rand(B, T, V, generator=g), dim=-1)
         logits = 80.0 * signs[perm] + logits
-    return Case(name, (logits, _targets(g, T, V, pad_idx, lengths), eps, pad_idx))
+    targets = _targets(g, T, V, pad_idx, lengths)
+    return Case(name, (logits, targets.flip(1) if left else targets, eps, pad_idx))
 
 
 def _cases() -> list[Case]:
@@ -254,6 +272,8 @@ def _cases() -> list[Case]:
         _case("large logits (±80), float32", g, 4, 8, [4, 3], 0.1, 0, scale=1.0, large=True),
         _case("float64 logits, eps=0.3, pad_idx=2", g, 5, 9, [2, 5], 0.3, 2, dtype=torch.float64),
         _case("B=1, no padding, V=10, eps=0.05", g, 6, 10, [6], 0.05, 0),
+        _case("left-padded (the padding first), pad_idx=1, lengths 3, 5 and 2", g, 5, 6, [3, 5, 2], 0.1, 1,
+              left=True),
     ]
 
 
@@ -268,7 +288,7 @@ def check_label_smoothed_loss(fn: Callable) -> bool:
                           "call .float() or .double(), and build constants with dtype=logits.dtype)"),
         expect_inputs_unchanged(),
         _finite(),
-        _known_mistakes(),
+        expect_known_mistakes(_MISTAKES),
         _stable(),
         expect_close(),
         expect_grad(wrt=["logits"]),

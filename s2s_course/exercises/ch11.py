@@ -10,8 +10,10 @@
 The reference is the package's ``linear_attention(q, k, v, causal=True, key_padding_mask=...)``
 (cumulative sums, shown in the chapter), so the exercise and the chapter cannot drift apart. The
 checker names the usual slips: the state read before the current key is added, no causality, no
-normaliser, another feature map (exp, relu, none), keys and values swapped, the mask ignored or
-inverted, NaN for a query with no key.
+normaliser, another feature map (exp, relu, none), keys and values swapped, the mask ignored,
+inverted or turned into lengths, NaN for a query with no key. The cases include leading padding,
+padding between real keys, a sentence of padding only, a batch whose longest sentence is not first,
+d_v != d and float64.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from s2s_course.efficient_attention import linear_attention
-from s2s_course.exercises.core import (Case, Check, Trial, check_function, expect_close, expect_dtype,
-                                       expect_grad, expect_inputs_unchanged, expect_shape, expect_type)
+from s2s_course.exercises.core import (Case, check_function, expect_close, expect_dtype, expect_grad,
+                                       expect_inputs_unchanged, expect_known_mistakes, expect_shape,
+                                       expect_type, expect_zero_rows)
 
 __all__ = ["check_recurrent_linear_attention", "reference_recurrent_linear_attention"]
 
@@ -58,6 +61,11 @@ def _variant(q, k, v, mask, phi=lambda x: F.elu(x) + 1, causal=True, strict=Fals
                        torch.zeros_like(num))
 
 
+def _as_lengths(mask: torch.Tensor) -> torch.Tensor:
+    """(B, T): the first mask.sum(1) positions True, as if the padding were always at the end."""
+    return torch.arange(mask.size(1))[None, :] < mask.sum(1, keepdim=True)
+
+
 _MISTAKES: dict[str, Callable] = {
     "out_t reads the state before key t was added (S_{t-1}, z_{t-1}): position t must see its own "
     "key and value; update S and z first, then read them with q_t":
@@ -74,54 +82,34 @@ _MISTAKES: dict[str, Callable] = {
     "no feature map: apply phi(x) = elu(x) + 1 to q and k before using them":
         lambda q, k, v, m: _variant(q, k, v, m, phi=lambda x: x),
     "keys and values are swapped: the state adds phi(k_t) v_t^T, the keys go through phi":
-        lambda q, k, v, m: _variant(q, v, k, m) if k.shape == v.shape else torch.full_like(q, float("nan")),
+        lambda q, k, v, m: _variant(q, v, k, m) if k.shape == v.shape else None,
     "the padding mask is ignored: a padded key (mask False) must add nothing to S and z":
-        lambda q, k, v, m: _variant(q, k, v, None),
+        lambda q, k, v, m: _variant(q, k, v, None) if m is not None else None,
     "the mask is inverted: True marks a REAL key (as in key_padding_mask elsewhere in the course)":
-        lambda q, k, v, m: _variant(q, k, v, m, invert=True) if m is not None else torch.full_like(q, float("nan")),
+        lambda q, k, v, m: _variant(q, k, v, m, invert=True) if m is not None else None,
+    "the mask was turned into lengths (the first mask.sum(1) keys taken as real): padding can sit "
+    "anywhere, e.g. before the first real key; use the mask itself, position by position":
+        lambda q, k, v, m: _variant(q, k, v, _as_lengths(m)) if m is not None else None,
 }
 
 
-def _known_mistakes() -> Check:
-    def fn(t: Trial) -> str | None:
-        got = t.got
-        if not isinstance(got, torch.Tensor) or got.shape != t.expected.shape:
-            return None
-        close = lambda a, b: bool(torch.allclose(a.detach().double(), b.double(), atol=1e-5, rtol=1e-4))  # noqa: E731
-        if close(got.nan_to_num(12345.0), t.expected):
-            return None
-        for message, mistake in _MISTAKES.items():
-            args, kwargs = t.case.fresh()
-            with torch.no_grad():
-                wrong = mistake(*args, **kwargs)
-            if wrong.shape == got.shape and close(got.nan_to_num(0.0), wrong.nan_to_num(0.0)) \
-                    and not close(wrong.nan_to_num(0.0), t.expected):
-                return message
-        return None  # not a mistake we know: the "values" check says where it differs
-
-    return Check("common mistakes", fn)
+def _no_key_yet(case: Case) -> torch.Tensor | None:
+    """(B, 1, T, 1): True for a position that has seen no real key yet (keys 0..t all padding)."""
+    mask = case.args[3] if len(case.args) > 3 else None
+    if mask is None:
+        return None
+    seen = torch.cumsum(mask.long(), dim=1) > 0                           # (B, T): a real key so far
+    return (~seen)[:, None, :, None]
 
 
-def _no_key_rows_are_zero() -> Check:
-    """A query that has seen no real key yet (leading padding) must get exact zeros, not NaN."""
-    def fn(t: Trial) -> str | None:
-        args, _ = t.case.fresh()
-        mask = args[3] if len(args) > 3 else None
-        if mask is None or not isinstance(t.got, torch.Tensor) or t.got.shape != t.expected.shape:
-            return None
-        seen = torch.cumsum(mask.long(), dim=1) > 0                       # (B, T): a real key so far
-        empty = (~seen)[:, None, :, None].expand_as(t.got)
-        bad = empty & (t.got.detach().isnan() | (t.got.detach() != 0))
-        if not bool(bad.any()):
-            return None
-        b, i, row, _ = bad.nonzero()[0].tolist()
-        value = t.got[b, i, row].detach()
-        what = "NaN" if bool(value.isnan().any()) else f"{value.abs().max().item():.4g} (not 0)"
-        return (f"position {row} of batch {b} has seen no real key yet (keys 0..{row} are all padding), "
-                f"so z_t = 0; head {i} returned {what}. 0 / 0 is NaN: return 0 where "
-                f"phi(q_t)^T z_t == 0 (e.g. torch.where(den > 0, num / den, 0))")
-
-    return Check("query with no key so far", fn)
+def _explain_no_key(index: tuple[int, ...], found: str) -> str:
+    b, i, row = index[0], index[1], index[2]
+    start = (f"position {row} of batch {b} has seen no real key yet (keys 0..{row} are all padding), "
+             f"so z_t = 0; head {i} returned {found}. ")
+    if found == "NaN":
+        return start + "0 / 0 is NaN: return 0 where phi(q_t)^T z_t == 0 (e.g. torch.where(den > 0, num / den, 0))"
+    return start + ("A padded key was added to the state: multiply phi(k_t) by the mask position by "
+                    "position, so that S and z stay 0 until the first real key")
 
 
 def _cases() -> list[Case]:
@@ -129,10 +117,15 @@ def _cases() -> list[Case]:
     r = lambda *shape, dtype=torch.float32: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
     trailing = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])                    # (2, 6)
     leading = torch.tensor([[False, False, True, True, True], [True, False, True, False, True]])
+    unsorted = torch.tensor([[True, True, False, False, False, False], [False] * 6,
+                             [True, True, False, True, True, True]])                 # (3, 6)
     d64 = torch.float64
     return [
         Case("B=2, h=2, T=5, d=4, no mask", (r(2, 2, 5, 4), r(2, 2, 5, 4), r(2, 2, 5, 4), None)),
         Case("trailing padding (B, T), d_v=3 != d=4", (r(2, 2, 6, 4), r(2, 2, 6, 4), r(2, 2, 6, 3), trailing)),
+        # the longest sentence is not first, one is padding only, one has padding between real keys
+        Case("3 sentences: 2 real keys, none, and 5 with a padded key inside; d=3, d_v=5",
+             (r(3, 2, 6, 3), r(3, 2, 6, 3), r(3, 2, 6, 5), unsorted)),
         Case("float64, leading padding: positions that have seen no real key",
              (r(2, 3, 5, 4, dtype=d64), r(2, 3, 5, 4, dtype=d64), r(2, 3, 5, 4, dtype=d64), leading)),
         Case("one position (T=1)", (r(1, 1, 1, 3), r(1, 1, 1, 3), r(1, 1, 1, 2), None)),
@@ -148,8 +141,8 @@ def check_recurrent_linear_attention(fn: Callable) -> bool:
                           "torch.zeros(...) with the default float32"),
         expect_inputs_unchanged(hint="add to the state with S = S + ..., and build the outputs in "
                                      "a list (torch.stack), instead of writing into q, k or v"),
-        _no_key_rows_are_zero(),
-        _known_mistakes(),
+        expect_zero_rows(_no_key_yet, _explain_no_key, "query with no key so far"),
+        expect_known_mistakes(_MISTAKES, nan_as=0.0),
         expect_close(),
         expect_grad(wrt=["q", "k", "v"]),
     ])

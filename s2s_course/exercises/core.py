@@ -304,6 +304,93 @@ def expect_inputs_unchanged(hint: str | None = None) -> Check:
     return Check("does not modify its inputs", fn, hint)
 
 
+def _same_values(got: Any, want: Any, atol: float, rtol: float, nan_as: float | None) -> bool:
+    """True when ``got`` is a tensor of ``want``'s shape with close values (NaN equal to NaN, or
+    both read as ``nan_as`` when it is given)."""
+    if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor) and got.shape == want.shape):
+        return False
+    g, w = got.detach().cpu().double(), want.detach().cpu().double()
+    if nan_as is not None:
+        g, w = g.nan_to_num(nan=nan_as), w.nan_to_num(nan=nan_as)
+    return bool(torch.allclose(g, w, atol=atol, rtol=rtol, equal_nan=True))
+
+
+def expect_known_mistakes(mistakes: dict[str, Callable[..., Any]], atol: float = 1e-5, rtol: float = 1e-4,
+                          nan_as: float | None = None, name: str = "common mistakes",
+                          hint: str | None = None) -> Check:
+    """Name a typical error instead of only saying that the values differ.
+
+    ``mistakes`` maps a message to a function called like the reference (on fresh copies of the
+    case's inputs, without autograd) that computes what that mistake returns; it may return None
+    when the mistake cannot be told apart on this case (it is then skipped) and an exception
+    counts as None too. The check fails with the first message whose output the learner's equals
+    while the reference's differs. A tuple output is compared item by item: a mistake is named
+    when one of the items that differ from the reference equals that item of the mistake's
+    output. ``nan_as``: read NaN as this number on both sides (e.g. 0.0, when the learner may
+    have zeroed the NaN a mistake produces on rows that another check already covers).
+    """
+    def fn(t: Trial) -> str | None:
+        if isinstance(t.expected, tuple):
+            if not isinstance(t.got, tuple) or len(t.got) != len(t.expected):
+                return None  # the type check reports it
+            got, expected = t.got, t.expected
+        else:
+            got, expected = (t.got,), (t.expected,)
+        wrong_items = [i for i, (g, e) in enumerate(zip(got, expected))
+                       if not _same_values(g, e, atol, rtol, None)]
+        if not wrong_items:
+            return None
+        for message, mistake in mistakes.items():
+            args, kwargs = t.case.fresh()
+            try:
+                with torch.no_grad():
+                    wrong = mistake(*args, **kwargs)
+            except Exception:
+                continue  # the mistake does not apply to this case's shapes
+            if wrong is None:
+                continue
+            wrong = wrong if isinstance(wrong, tuple) else (wrong,)
+            if len(wrong) != len(got):
+                continue
+            for i in wrong_items:
+                if (_same_values(got[i], wrong[i], atol, rtol, nan_as)
+                        and not _same_values(wrong[i], expected[i], atol, rtol, nan_as)):
+                    return message
+        return None  # not a mistake we know: the "values" check reports the difference
+
+    return Check(name, fn, hint)
+
+
+def expect_zero_rows(rows: Callable[[Case], torch.Tensor | None],
+                     explain: Callable[[tuple[int, ...], str], str], name: str = "rows with no key are zero",
+                     item: int | None = None, hint: str | None = None) -> Check:
+    """Exactly 0, and no NaN, wherever ``rows(case)`` is True: e.g. the output of a query that has no
+    key it may attend to (a softmax over only -inf, or 0 / 0, gives NaN there).
+
+    ``rows(case)`` returns a bool tensor that broadcasts to the output (or None: the case has no such
+    row); ``explain(index, found)`` turns the first offending index of the output and what was found
+    there (``"NaN"``, or ``"0.25 (not 0)"``: the largest absolute entry of that row, the last axis)
+    into the message.
+    """
+    def fn(t: Trial) -> str | None:
+        got, expected = _pick(t.got, item), _pick(t.expected, item)
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            return None  # the type and shape checks report it
+        must_be_zero = rows(t.case)
+        if must_be_zero is None:
+            return None
+        values = got.detach()
+        bad = must_be_zero.expand_as(values) & (values.isnan() | (values != 0))
+        if not bool(bad.any()):
+            return None
+        index = tuple(bad.nonzero()[0].tolist())
+        row = values[index[:-1]] if values.dim() > 1 else values[index]  # a row, or a single entry
+        found = "NaN" if bool(row.isnan().any()) else f"{row.abs().max().item():.4g} (not 0)"
+        return explain(index, found)
+
+    return Check(_named(name, item), fn, hint)
+
+
 def default_checks() -> list[Check]:
     """Returns a tensor with the reference's shape, dtype and values."""
     return [expect_type(), expect_shape(), expect_dtype(), expect_close()]
@@ -392,4 +479,5 @@ def attempt(checker: Callable[[Callable], bool], learner_fn: Callable) -> None:
 
 __all__ = ["attempt", "ExerciseFailed", "Case", "Trial", "Check", "CheckResult", "run_checks", "check_function",
            "default_checks", "expect_type", "expect_shape", "expect_dtype", "expect_close",
-           "expect_equal", "expect_masked_zero", "expect_grad", "expect_inputs_unchanged"]
+           "expect_equal", "expect_masked_zero", "expect_grad", "expect_inputs_unchanged",
+           "expect_known_mistakes", "expect_zero_rows"]
