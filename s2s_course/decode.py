@@ -324,3 +324,27 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
         scores = top_p_filter(scores, top_p)
     probs = torch.softmax(scores, dim=-1)                                 # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)    # (B,)
+
+
+# --------------------------------------------------------------------------------------------
+# GNMT's coverage penalty (chapter 7's exercises): how much of the source did attention cover?
+# --------------------------------------------------------------------------------------------
+
+COVERAGE_EPS = 1e-10  # a real source word's coverage is clamped here before the log (see below)
+
+
+def coverage_penalty(attn: torch.Tensor, src_mask: torch.Tensor, beta: float,
+                     eps: float = COVERAGE_EPS) -> torch.Tensor:
+    """GNMT's coverage penalty (Wu et al. 2016, eq. (14)), added to the length-normalised score:
+    cp(X; Y) = beta * sum_i log(min(sum_j p_ij, 1)), i over the real source positions, j over
+    the target steps, p_ij the attention weight of target step j on source position i.
+
+    attn (..., T, S) (any leading dims: a batch, a beam), src_mask (..., S) bool, True = real
+    token; returns (...,), always <= 0. A source word whose attention adds up to less than 1 was
+    (partly) left untranslated and costs log of its coverage; attending to a word more than once
+    earns nothing (the min). Padding positions count 0. A real word that got no attention at all
+    would cost log 0 = -inf and make every such hypothesis tie; its coverage is clamped at
+    ``eps`` instead, so the score stays finite and comparable."""
+    coverage = attn.sum(dim=-2)                                           # (..., S) over target steps
+    per_word = coverage.clamp(min=eps, max=1.0).log()                     # (..., S) <= 0
+    return beta * per_word.masked_fill(~src_mask, 0.0).sum(dim=-1)       # (...,) padding counts 0

@@ -223,3 +223,24 @@ def test_beam_step_ranks_all_extensions_together_by_hand():
                                                 -0.1 + math.log(0.2)]))
     scores, parents, tokens = beam_step(beam_scores, log_probs, 10)   # k larger than K*V
     assert len(scores) == 6 and (parents[3], tokens[3]) == (1, 0)
+
+
+def test_coverage_penalty_by_hand():
+    from s2s_course.decode import COVERAGE_EPS, coverage_penalty
+
+    # two target steps over three source words: coverage 0.3 + 0.5 = 0.8, 0.6 + 0.5 = 1.1 (capped at 1),
+    # 0.1 + 0.0 = 0.1; the fourth position is padding and counts nothing
+    attn = torch.tensor([[0.3, 0.6, 0.1, 0.0],
+                         [0.5, 0.5, 0.0, 0.0]], dtype=torch.float64)          # (T=2, S=4)
+    mask = torch.tensor([True, True, True, False])
+    got = coverage_penalty(attn, mask, beta=0.2)
+    assert got.shape == () and got.dtype == torch.float64
+    assert got.item() == pytest.approx(0.2 * (math.log(0.8) + math.log(1.0) + math.log(0.1)))
+    # any leading dims; beta = 0 switches it off; a real word never attended costs log(eps), not -inf
+    batch = torch.stack([attn, attn]).unsqueeze(0)                           # (1, 2, T, S)
+    assert torch.allclose(coverage_penalty(batch, mask.expand(1, 2, 4), 0.2), got.expand(1, 2))
+    assert coverage_penalty(attn, mask, 0.0).item() == 0.0
+    ignored = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])              # word 2 never attended
+    one = coverage_penalty(ignored, torch.tensor([True, True, True]), 1.0)
+    assert one.item() == pytest.approx(math.log(COVERAGE_EPS), rel=1e-5)
+    assert coverage_penalty(ignored, torch.tensor([True, True, False]), 1.0).item() == 0.0
