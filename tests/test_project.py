@@ -202,9 +202,23 @@ def test_exercise_stubs_read_as_not_attempted(chapter):
              and "raise NotImplementedError" in cell_source(c)]
     assert stubs, f"{path.name}: no auto-checked exercise stub"
     for c in stubs:
-        text = "".join(o.get("text", "") for o in c.get("outputs", []) if o.get("output_type") == "stream")
+        text = "".join("".join(o.get("text", "")) for o in c.get("outputs", []) if o.get("output_type") == "stream")
         assert "not attempted yet" in text and "✗" not in text, \
             f"{path.name}: stub cell {cell_source(c)[:60]!r} prints {text[:120]!r}"
+
+
+def test_chapter_links_glossary_terms(chapter):
+    """Chapters link the English–Korean glossary with {term}, and every link names a real entry."""
+    path, nb = chapter
+    md = "\n".join(cell_source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
+    glossary = (ROOT / "book" / "glossary.md").read_text(encoding="utf-8")
+    entries = {line.strip().lower() for line in glossary.split(":::{glossary}")[1].split("\n:::")[0].splitlines()
+               if line.strip() and not line.startswith(" ")}
+    links = re.findall(r"\{term\}`([^`]*)`", md)
+    assert len(links) >= 5, f"{path.name}: only {len(links)} glossary links"
+    for link in links:
+        target = (re.search(r"<([^>]*)>$", link) or re.match(r"(.*)", link)).group(1).strip().lower()
+        assert target in entries, f"{path.name}: {{term}}`{link}` names no glossary entry"
 
 
 def test_widget_outputs_have_saved_state(chapter):
