@@ -29,8 +29,11 @@ def _minutes(seconds: float) -> str:
     return f"about {minutes} min"
 
 
-def run_facts(run: dict[str, Any]) -> str | None:
-    """The one-line summary of a chapter's recorded run, or None when there is nothing to say."""
+def run_facts(run: dict[str, Any], note: str | None = None) -> str | None:
+    """The one-line summary of a chapter's recorded run, or None when there is nothing to say.
+
+    ``note`` (the notebook's ``s2s_course_runtime_note`` metadata) adds what the recorded time
+    leaves out, e.g. that a trained model was loaded from the cache."""
     seconds = run.get("seconds")
     if not isinstance(seconds, (int, float)) or seconds < 0:
         return None
@@ -48,10 +51,13 @@ def run_facts(run: dict[str, Any]) -> str | None:
         text += f" ({', '.join(details)})"
     if mode == "quick":
         text += "; the full run (without S2S_QUICK=1) takes longer"
+    if note:
+        text += f"; {note.strip().rstrip('.')}"
     return text + "."
 
 
-def _notebook_run(app: Sphinx, pagename: str) -> dict[str, Any] | None:
+def _notebook_run(app: Sphinx, pagename: str) -> tuple[dict[str, Any], str | None] | None:
+    """The chapter's ``s2s_course_run`` record and its optional ``s2s_course_runtime_note``."""
     path = Path(app.srcdir) / f"{pagename}.ipynb"
     if not path.is_file():
         return None
@@ -59,16 +65,16 @@ def _notebook_run(app: Sphinx, pagename: str) -> dict[str, Any] | None:
         meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
     except (OSError, ValueError):
         return None
-    run = meta.get("s2s_course_run")
-    return run if isinstance(run, dict) else None
+    run, note = meta.get("s2s_course_run"), meta.get("s2s_course_runtime_note")
+    return (run, note if isinstance(note, str) else None) if isinstance(run, dict) else None
 
 
 _FIRST_H1 = re.compile(r"(<h1[^>]*>.*?</h1>)", re.S)
 
 
 def add_run_facts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
-    run = _notebook_run(app, pagename)
-    text = run_facts(run) if run else None
+    found = _notebook_run(app, pagename)
+    text = run_facts(*found) if found else None
     body = context.get("body")
     if not text or not body:
         return

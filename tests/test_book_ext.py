@@ -26,6 +26,22 @@ def test_run_facts_line():
     assert "S2S_QUICK" in quick
     assert s2s_book.run_facts({"seconds": 600, "device": "cuda"}) == "Runs in about 10 min on a GPU."
     assert s2s_book.run_facts({"mode": "full"}) is None
+    loaded = s2s_book.run_facts(run, note="with the trained model loaded from the cache; training it first adds "
+                                          "about 30 min.")
+    assert loaded == ("Runs in about 2 min on a laptop CPU (full mode, 1 torch thread); with the trained model "
+                      "loaded from the cache; training it first adds about 30 min.")
+
+
+def test_chapters_that_load_a_trained_run_say_so_in_their_run_line():
+    """Chapters 7 and 10 load the Multi30k runs that train_or_load caches: their recorded time
+    leaves the training out, and the line under the title must say so."""
+    import json
+
+    for prefix in ("07", "10"):
+        (path,) = (ROOT / "chapters").glob(f"{prefix}_*.ipynb")
+        meta = json.loads(path.read_text(encoding="utf-8"))["metadata"]
+        note = meta.get("s2s_course_runtime_note", "")
+        assert "train" in note and "min" in note, path.name
 
 
 def test_every_chapter_gets_a_run_line():
