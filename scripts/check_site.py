@@ -273,30 +273,35 @@ def check_solutions(page) -> list[str]:
 
 
 def check_interactive(page) -> list[str]:
-    """Each .s2s-interactive figure must show something else after its controls move."""
+    """Each .s2s-interactive figure must show something else after each of its controls moves
+    (every slider, then the first drop-down)."""
     problems = []
     figs = page.locator(".s2s-interactive")
     for i in range(figs.count()):
         fig = figs.nth(i)
         fig.scroll_into_view_if_needed()
         shown = fig.locator("[data-s2s-view]")
-        before = shown.inner_html() if shown.count() else fig.inner_html()
-        moved = False
-        slider = fig.locator("input[type=range]")
-        if slider.count():
-            slider.first.evaluate("""(el) => { el.value = String(Math.min(+el.max, +el.value + 1));
+
+        def html() -> str:
+            return shown.inner_html() if shown.count() else fig.inner_html()
+
+        moves = []  # (control, changed?)
+        sliders = fig.locator("input[type=range]")
+        for k in range(sliders.count()):
+            before = html()
+            sliders.nth(k).evaluate("""(el) => { el.value = String(+el.value < +el.max ? +el.value + 1 : +el.value - 1);
                 el.dispatchEvent(new Event('input', {bubbles: true})); }""")
-            moved = True
+            moves.append((f"slider {k + 1}", html() != before))
         select = fig.locator("select")
-        after_slider = shown.inner_html() if shown.count() else fig.inner_html()
         if select.count() and select.first.locator("option").count() > 1:
+            before = html()
             select.first.select_option(index=1)
-            moved = True
-        after = shown.inner_html() if shown.count() else fig.inner_html()
-        if not moved:
+            moves.append(("drop-down", html() != before))
+        if not moves:
             problems.append(f"interactive figure {i + 1}: no control to move")
-        elif after_slider == before or after == after_slider:
-            problems.append(f"interactive figure {i + 1}: moving a control did not change the figure")
+        for control, changed in moves:
+            if not changed:
+                problems.append(f"interactive figure {i + 1}: moving its {control} did not change the figure")
     return problems
 
 
