@@ -191,3 +191,14 @@ def test_rejects_uniform_weights_on_a_query_without_keys():
 
     msg = failure(large_negative)
     assert "check 'query with no allowed key'" in msg and "(not 0)" in msg and "query 2 of batch 1" in msg, msg
+
+
+def test_rejects_the_first_sentences_mask_for_every_sentence():
+    # right whenever the first sentence is the longest (and unpadded), so one case puts it elsewhere
+    msg = failure(lambda q, k, v, mask: gqa(q, k, v, None if mask is None else mask[:1].expand_as(mask)))
+    assert "check 'common mistakes'" in msg and "first sentence's mask" in msg, msg
+
+
+def test_ignoring_the_mask_is_still_named_as_such():
+    msg = failure(lambda q, k, v, mask: gqa(q, k, v, None))
+    assert "mask was ignored" in msg and "first sentence's mask" not in msg, msg

@@ -76,6 +76,10 @@ _MISTAKES: dict[str, Callable] = {
     "the mask is inverted: True means this query MAY attend to this key (as in "
     "F.scaled_dot_product_attention); fill the scores with -inf where the mask is False":
         lambda q, k, v, m: _attend(q, k, v, ~m) if m is not None else None,
+    "every sentence got the first sentence's mask (mask[0]); a code that works only when the first "
+    "sentence is the longest: broadcast the (B, 1, T or 1, S) mask, one row per sentence":
+        lambda q, k, v, m: _attend(q, k, v, m[:1].expand_as(m))
+        if m is not None and m.size(0) > 1 and not bool(m[0].all()) else None,
     "the mask was ignored: every query attended to every key; fill the scores with -inf where the "
     "mask is False (it is given, do not guess the padding from the keys)":
         lambda q, k, v, m: _attend(q, k, v, None) if m is not None else None,
@@ -110,15 +114,15 @@ def _cases() -> list[Case]:
     unsorted = (torch.arange(4)[None, :] < torch.tensor([2, 3, 1])[:, None])[:, None, None, :]  # (3, 1, 1, 4)
     return [
         Case("h=4 query heads, g=2 key/value heads, no mask", (r(2, 4, 3, 8), r(2, 2, 5, 8), r(2, 2, 5, 8), None)),
+        # the longest sentence is not first, none fills all S keys, and there are more queries than keys
+        Case("h=6, g=2, 5 queries, 4 keys, padding mask with lengths 2, 3 and 1",
+             (r(3, 6, 5, 4), r(3, 2, 4, 4), r(3, 2, 4, 4), unsorted)),
         Case("h=6, g=3, padding mask (B, 1, 1, S)", (r(2, 6, 4, 4), r(2, 3, 5, 4), r(2, 3, 5, 4), pad)),
         Case("multi-query: h=4, g=1, causal mask (1, 1, T, S)", (r(1, 4, 4, 6), r(1, 1, 5, 6), r(1, 1, 5, 6), causal)),
         Case("g = h = 2 (plain multi-head), d_v=3 != d_k=5", (r(2, 2, 3, 5), r(2, 2, 4, 5), r(2, 2, 4, 3), None)),
         Case("float64, h=4, g=2, a query with no allowed key",
              (r(2, 4, 3, 4, dtype=torch.float64), r(2, 2, 4, 4, dtype=torch.float64),
               r(2, 2, 4, 4, dtype=torch.float64), empty)),
-        # the longest sentence is not first, none fills all S keys, and there are more queries than keys
-        Case("h=6, g=2, 5 queries, 4 keys, padding mask with lengths 2, 3 and 1",
-             (r(3, 6, 5, 4), r(3, 2, 4, 4), r(3, 2, 4, 4), unsorted)),
     ]
 
 
