@@ -22,8 +22,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from s2s_course import attention
 from s2s_course.exercises.core import (Case, Check, Trial, check_function, expect_close, expect_dtype,
-                                       expect_grad, expect_inputs_unchanged, expect_masked_zero,
-                                       expect_shape, expect_type)
+                                       expect_grad, expect_inputs_unchanged, expect_known_mistakes,
+                                       expect_masked_zero, expect_shape, expect_type)
 
 _DTYPE_HINT = ("float64 inputs must give a float64 result: do not call .float(), and create new "
                "tensors with the inputs' dtype (new_zeros, zeros_like, dtype=x.dtype)")
@@ -275,26 +275,6 @@ def _merge_mistakes() -> dict[str, Callable[..., torch.Tensor]]:
     }
 
 
-def _known_mistakes(mistakes: dict[str, Callable[..., torch.Tensor]]) -> Check:
-    """Names a typical error: fails when the output equals what one of ``mistakes`` computes
-    (and differs from the reference)."""
-    def same(got: Any, other: torch.Tensor) -> bool:
-        return (isinstance(got, torch.Tensor) and got.shape == other.shape
-                and bool(torch.allclose(got.detach().double(), other.detach().double(), atol=1e-6)))
-
-    def fn(t: Trial) -> str | None:
-        if same(t.got, t.expected):
-            return None
-        for message, mistake in mistakes.items():
-            args, kwargs = t.case.fresh()
-            with torch.no_grad():
-                if same(t.got, mistake(*args, **kwargs)):
-                    return message
-        return None   # not a known mistake: the later checks say what differs
-
-    return Check("common mistakes", fn)
-
-
 def _agrees_with_gru(facts: dict[str, dict[str, Any]]) -> Check:
     """Each layer's halves equal what the GRU's outputs say, independently of h_n."""
     def fn(t: Trial) -> str | None:
@@ -322,7 +302,7 @@ def check_merge_directions(fn) -> bool:
     cases, facts = _merge_cases()
     return check_function(fn, merge_directions, cases, checks=[
         expect_type(),
-        _known_mistakes(_merge_mistakes()),
+        expect_known_mistakes(_merge_mistakes(), atol=1e-6, rtol=1e-5),
         expect_shape(hint="one state per layer: (L, B, 2H) with L = h_n.size(0) // 2"),
         expect_dtype(hint=_DTYPE_HINT),
         _agrees_with_gru(facts),
