@@ -30,36 +30,14 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from s2s_course.attention import GeneralScore, LocalAttention, masked_softmax
 from s2s_course.exercises.core import (Case, Check, Trial, check_function, expect_close, expect_dtype,
-                                       expect_grad, expect_inputs_unchanged, expect_shape, expect_type)
+                                       expect_grad, expect_inputs_unchanged, expect_known_mistakes,
+                                       expect_shape, expect_type)
 
 __all__ = ["check_general_score", "check_general_score_fast", "check_local_p_position", "check_local_p_weights",
            "measure_cost", "reference_general_score", "reference_local_p_position", "reference_local_p_weights"]
 
 _DTYPE_HINT = ("float64 inputs must give a float64 result: do not call .float(), and create new "
                "tensors with the inputs' dtype (new_zeros, zeros_like, dtype=x.dtype)")
-
-
-def _matches(got: object, candidate: torch.Tensor, atol: float = 1e-5) -> bool:
-    """True when ``got`` is a tensor equal to ``candidate`` (same shape, close values)."""
-    return (isinstance(got, torch.Tensor) and got.shape == candidate.shape
-            and bool(torch.allclose(got.detach().double(), candidate.detach().double(), atol=atol, rtol=1e-4)))
-
-
-def _known_mistakes(mistakes: dict[str, Callable[[Trial], torch.Tensor]]) -> Check:
-    """A check that names a typical error: it fails when the learner's output equals what one of
-    ``mistakes`` (message -> function of the trial's inputs) computes and differs from the reference."""
-    def fn(t: Trial) -> str | None:
-        if _matches(t.got, t.expected):
-            return None
-        for message, mistake in mistakes.items():
-            args, kwargs = t.case.fresh()
-            with torch.no_grad():
-                wrong = mistake(*args, **kwargs)
-            if _matches(t.got, wrong):
-                return message
-        return None  # not a mistake we know: the "values" check reports the difference
-
-    return Check("common mistakes", fn)
 
 
 # -----------------------------------------------------------------------------
@@ -107,7 +85,7 @@ def check_general_score(fn: Callable) -> bool:
     return check_function(fn, reference_general_score, _general_cases(), checks=[
         expect_type(), expect_shape(hint="one score per source position: (B, S), no trailing 1 "
                                          "(squeeze the result of torch.bmm)"),
-        expect_dtype(hint=_DTYPE_HINT), expect_inputs_unchanged(), _known_mistakes(_GENERAL_MISTAKES),
+        expect_dtype(hint=_DTYPE_HINT), expect_inputs_unchanged(), expect_known_mistakes(_GENERAL_MISTAKES),
         expect_close(),
         expect_grad(),   # with respect to query, keys and W_a
     ])
@@ -233,7 +211,7 @@ def check_local_p_weights(fn: Callable) -> bool:
     return check_function(fn, reference_local_p_weights, _local_cases(), checks=[
         expect_type(), expect_shape(), expect_dtype(hint=_DTYPE_HINT), expect_inputs_unchanged(),
         Check("finite (no NaN)", _local_finite),
-        _known_mistakes(_LOCAL_MISTAKES),
+        expect_known_mistakes(_LOCAL_MISTAKES),
         _zero_where("zero on padding", lambda c: ~c.args[2],
                     "padding (mask False) must get no weight"),
         _zero_where("zero outside the window", lambda c: ~_in_window(c),
@@ -318,7 +296,7 @@ def check_local_p_position(fn: Callable) -> bool:
     """Check ``fn(query (B, Hq), mask (B, S) bool, W_p (A, Hq), v_p (A,)) -> p (B,)`` (Luong eq. 9)."""
     return check_function(fn, reference_local_p_position, _position_cases(), checks=[
         expect_type(), expect_shape(hint="one position per sentence: (B,)"), expect_dtype(hint=_DTYPE_HINT),
-        expect_inputs_unchanged(), _known_mistakes(_POSITION_MISTAKES), Check("inside the sentence", _inside_sentence),
+        expect_inputs_unchanged(), expect_known_mistakes(_POSITION_MISTAKES), Check("inside the sentence", _inside_sentence),
         expect_close(),
         expect_grad(),   # with respect to query, W_p and v_p (the mask is bool)
     ])
@@ -393,7 +371,7 @@ def check_general_score_fast(fn: Callable) -> bool:
     ``GeneralScore`` (q^T W_a k_s) computed as (W_a^T q) . k_s, without projecting every key."""
     return check_function(fn, reference_general_score, _fast_cases(), checks=[
         expect_type(), expect_shape(hint="one score per source position: (B, S), no trailing 1"),
-        expect_dtype(hint=_DTYPE_HINT), expect_inputs_unchanged(), _known_mistakes(_GENERAL_MISTAKES),
+        expect_dtype(hint=_DTYPE_HINT), expect_inputs_unchanged(), expect_known_mistakes(_GENERAL_MISTAKES),
         expect_close(hint="scores[b, s] = query[b] @ W_a @ keys[b, s]; W_a is (Hq, Hk), so the query "
                           "side is W_a^T q = q @ W_a, of size Hk"),
         Check("cost (no key projection)", _query_side_cost),
