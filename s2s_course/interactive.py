@@ -29,13 +29,49 @@ from s2s_course.widgets import _as_examples, _default_label
 _COUNTER = itertools.count()
 
 # One copy of the script per figure keeps each output self-contained (a notebook output, a page
-# of the book); it only touches the elements inside its own figure.
-_SCRIPT = r"""
+# of the book); it only touches the elements inside its own figure. Every figure's script starts
+# the same way: find its own root once, then parse the data embedded beside it.
+_PREAMBLE = """
 (function () {
-  var root = document.getElementById(%(id)s);
+  var root = document.getElementById(%s);
   if (!root || root.dataset.ready) { return; }
   root.dataset.ready = "1";
   var data = JSON.parse(root.querySelector("script[type='application/json']").textContent);
+"""
+
+
+def _new_id(figure: object) -> str:
+    """A page-unique element id for one figure."""
+    return f"s2s-interactive-{next(_COUNTER)}-{id(figure) & 0xFFFFFF:06x}"
+
+
+def _check_decimals(decimals: Any) -> None:
+    if not isinstance(decimals, int) or not 1 <= decimals <= 6:
+        raise ValueError(f"decimals must be an int in [1, 6], got {decimals!r}")
+
+
+def _figure_html(fig_id: str, title: str | None, controls: str, data: dict[str, Any], script: str) -> str:
+    """The shared shell of a kernel-free figure: title, a row of controls, a caption, the view,
+    the data as JSON and the script (``_PREAMBLE`` + ``script``, which draws into the view)."""
+    # "</" inside the JSON would end the <script> element early; "<\/" is the same JSON string.
+    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    heading = (f'<div style="font-weight:bold;margin-bottom:4px">{html.escape(title)}</div>'
+               if title else "")
+    code = _PREAMBLE % json.dumps(fig_id) + script.lstrip("\n")
+    return (
+        f'<div class="s2s-interactive" id="{fig_id}" style="max-width:100%;overflow-x:auto">'
+        f"{heading}"
+        '<div style="display:flex;flex-wrap:wrap;gap:8px 16px;align-items:center;margin-bottom:6px">'
+        f"{controls}</div>"
+        '<div data-s2s-caption style="margin-bottom:6px"></div>'
+        '<div data-s2s-view></div>'
+        f'<script type="application/json">{payload}</script>'
+        f"<script>{code}</script>"
+        "</div>"
+    )
+
+
+_SCRIPT = r"""
   var pick = root.querySelector("select"), slider = root.querySelector("input[type=range]");
   var stepLabel = root.querySelector("[data-s2s-step]"), view = root.querySelector("[data-s2s-view]");
   var caption = root.querySelector("[data-s2s-caption]");
@@ -94,13 +130,12 @@ class AttentionStepper:
         if labels is not None and len(labels) != len(self.examples):
             raise ValueError(f"labels must have one entry per example ({len(self.examples)}), "
                              f"got {len(labels)}")
-        if not isinstance(decimals, int) or not 1 <= decimals <= 6:
-            raise ValueError(f"decimals must be an int in [1, 6], got {decimals!r}")
+        _check_decimals(decimals)
         self.labels = [str(n) for n in labels] if labels is not None else [
             ex.label or _default_label(i, ex) for i, ex in enumerate(self.examples)]
         self.title = title
         self.decimals = decimals
-        self.id = f"s2s-interactive-{next(_COUNTER)}-{id(self) & 0xFFFFFF:06x}"
+        self.id = _new_id(self)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -116,26 +151,14 @@ class AttentionStepper:
         return {"examples": examples}
 
     def _repr_html_(self) -> str:
-        # "</" inside the JSON would end the <script> element early; "<\/" is the same JSON string.
-        payload = json.dumps(self.data, ensure_ascii=False).replace("</", "<\\/")
         options = "".join(f'<option value="{i}">{html.escape(n)}</option>' for i, n in enumerate(self.labels))
         first = self.examples[0]
-        title = (f'<div style="font-weight:bold;margin-bottom:4px">{html.escape(self.title)}</div>'
-                 if self.title else "")
-        return (
-            f'<div class="s2s-interactive" id="{self.id}" style="max-width:100%;overflow-x:auto">'
-            f"{title}"
-            '<div style="display:flex;flex-wrap:wrap;gap:8px 16px;align-items:center;margin-bottom:6px">'
+        controls = (
             f'<label>sentence <select aria-label="sentence">{options}</select></label>'
             f'<label>output step <input type="range" min="0" max="{len(first.tgt_tokens) - 1}" value="0" '
             'step="1" aria-label="output step" style="vertical-align:middle"> '
-            '<span data-s2s-step></span></label></div>'
-            '<div data-s2s-caption style="margin-bottom:6px"></div>'
-            '<div data-s2s-view></div>'
-            f'<script type="application/json">{payload}</script>'
-            f"<script>{_SCRIPT % {'id': json.dumps(self.id)}}</script>"
-            "</div>"
-        )
+            '<span data-s2s-step></span></label>')
+        return _figure_html(self.id, self.title, controls, self.data, _SCRIPT)
 
     def __repr__(self) -> str:
         lines = [f"AttentionStepper: {len(self.examples)} sentence(s); open in Jupyter or the book "
@@ -156,11 +179,6 @@ def attention_stepper(examples: Sequence[Any], labels: Sequence[str] | None = No
 
 
 _PE_SCRIPT = r"""
-(function () {
-  var root = document.getElementById(%(id)s);
-  if (!root || root.dataset.ready) { return; }
-  root.dataset.ready = "1";
-  var data = JSON.parse(root.querySelector("script[type='application/json']").textContent);
   var pe = data.table, n = pe.length, d = pe[0].length;
   var sp = root.querySelector("[data-s2s-p]"), si = root.querySelector("[data-s2s-i]");
   var view = root.querySelector("[data-s2s-view]"), caption = root.querySelector("[data-s2s-caption]");
@@ -203,13 +221,13 @@ _PE_SCRIPT = r"""
     strip += '</div>';
     var xm = pad + p / (n - 1) * (W - 2 * pad);
     var wave = label("pair " + i + " along positions 0.." + (n - 1) + ": sin (blue, solid), cos (orange, dashed); red line at p") +
-      '<svg viewBox="0 0 ' + W + ' ' + H + '" style="width:100%%;max-width:' + W + 'px;display:block" role="img" aria-label="sine and cosine of the chosen pair">' +
+      '<svg viewBox="0 0 ' + W + ' ' + H + '" style="width:100%;max-width:' + W + 'px;display:block" role="img" aria-label="sine and cosine of the chosen pair">' +
       axes(-1.1, 1.1) +
       line(xs, s, 0, n - 1, -1.1, 1.1, 'stroke="#1f77b4"') + line(xs, c, 0, n - 1, -1.1, 1.1, 'stroke="#ff7f0e" stroke-dasharray="5,3"') +
       '<line x1="' + xm.toFixed(1) + '" x2="' + xm.toFixed(1) + '" y1="14" y2="' + (H - 4) + '" stroke="#d62728" stroke-width="1.5"/></svg>';
     var dmin = Math.min.apply(null, dots), dmax = d / 2;
     var sim = label("PE(" + p + ")\u00b7PE(" + p + "+k) against k = 0.." + kmax + " (green; d/2 = " + (d / 2) + " at k = 0; grey line at 0)") +
-      '<svg viewBox="0 0 ' + W + ' ' + H + '" style="width:100%%;max-width:' + W + 'px;display:block" role="img" aria-label="dot product against offset">' +
+      '<svg viewBox="0 0 ' + W + ' ' + H + '" style="width:100%;max-width:' + W + 'px;display:block" role="img" aria-label="dot product against offset">' +
       axes(Math.min(dmin, 0) - 1, dmax + 1) +
       line(ks, dots, 0, Math.max(1, data.max_offset), Math.min(dmin, 0) - 1, dmax + 1, 'stroke="#2ca02c"') + '</svg>';
     view.innerHTML = strip + wave + sim;
@@ -242,11 +260,10 @@ class PositionalExplorer:
             raise ValueError(f"freqs must have d/2 = {d // 2} entries, got shape {freqs.shape}")
         if not isinstance(max_offset, int) or not 1 <= max_offset < n:
             raise ValueError(f"max_offset must be an int in [1, positions - 1 = {n - 1}], got {max_offset!r}")
-        if not isinstance(decimals, int) or not 1 <= decimals <= 6:
-            raise ValueError(f"decimals must be an int in [1, 6], got {decimals!r}")
+        _check_decimals(decimals)
         self.table, self.freqs, self.max_offset = table, freqs, max_offset
         self.title, self.decimals = title, decimals
-        self.id = f"s2s-interactive-{next(_COUNTER)}-{id(self) & 0xFFFFFF:06x}"
+        self.id = _new_id(self)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -254,24 +271,13 @@ class PositionalExplorer:
                 "freqs": [float(f"{f:.6g}") for f in self.freqs], "max_offset": self.max_offset}
 
     def _repr_html_(self) -> str:
-        payload = json.dumps(self.data).replace("</", "<\\/")
         n, d = self.table.shape
-        title = (f'<div style="font-weight:bold;margin-bottom:4px">{html.escape(self.title)}</div>'
-                 if self.title else "")
-        return (
-            f'<div class="s2s-interactive" id="{self.id}" style="max-width:100%;overflow-x:auto">'
-            f"{title}"
-            '<div style="display:flex;flex-wrap:wrap;gap:8px 16px;align-items:center;margin-bottom:6px">'
+        controls = (
             f'<label>position p <input type="range" min="0" max="{n - 1}" value="0" step="1" data-s2s-p '
             'aria-label="position p" style="vertical-align:middle"> <span data-s2s-pval></span></label>'
             f'<label>pair i <input type="range" min="0" max="{d // 2 - 1}" value="0" step="1" data-s2s-i '
-            'aria-label="frequency pair i" style="vertical-align:middle"> <span data-s2s-ival></span></label></div>'
-            '<div data-s2s-caption style="margin-bottom:6px"></div>'
-            '<div data-s2s-view></div>'
-            f'<script type="application/json">{payload}</script>'
-            f"<script>{_PE_SCRIPT % {'id': json.dumps(self.id)}}</script>"
-            "</div>"
-        )
+            'aria-label="frequency pair i" style="vertical-align:middle"> <span data-s2s-ival></span></label>')
+        return _figure_html(self.id, self.title, controls, self.data, _PE_SCRIPT)
 
     def __repr__(self) -> str:
         n, d = self.table.shape
