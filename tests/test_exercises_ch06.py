@@ -14,6 +14,13 @@ from s2s_course.exercises.ch06 import scheduled_inputs_reference
 from s2s_course.models.rnn import next_inputs
 from tests.nbtools import chapter, run_solution
 
+
+def failure(checker, fn) -> str:
+    """The report ``checker`` raises for ``fn`` (the test fails if it accepts it)."""
+    with pytest.raises(ExerciseFailed) as info:
+        checker(fn)
+    return str(info.value)
+
 # -----------------------------------------------------------------------------
 # inverse sigmoid
 
@@ -60,9 +67,7 @@ def test_inverse_sigmoid_accepts_the_notebook_solution():
      "no overflow at large steps"),
 ])
 def test_inverse_sigmoid_rejects_mistakes_naming_the_property(wrong, prop):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_inverse_sigmoid(wrong)
-    assert f"check '{prop}'" in str(failure.value)
+    assert f"check '{prop}'" in failure(check_inverse_sigmoid, wrong)
 
 
 def test_inverse_sigmoid_reports_a_crash_inside_the_schedule():
@@ -129,9 +134,7 @@ def _sampled(gold, logits, coin):
     (lambda g, l, c: None, "returns a tensor"),
 ])
 def test_scheduled_inputs_rejects_mistakes_naming_the_property(wrong, prop):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_scheduled_inputs(wrong)
-    assert f"check '{prop}'" in str(failure.value)
+    assert f"check '{prop}'" in failure(check_scheduled_inputs, wrong)
 
 
 # -----------------------------------------------------------------------------
@@ -165,10 +168,9 @@ def _nan_after_overflow(k):
     (_counting_calls, ["value at step 0"]),
 ])
 def test_inverse_sigmoid_covers_the_blind_spots(wrong, words):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_inverse_sigmoid(wrong)
+    message = failure(check_inverse_sigmoid, wrong)
     for word in words:
-        assert word in str(failure.value), (word, str(failure.value))
+        assert word in message, (word, message)
 
 
 def test_inverse_sigmoid_names_nan_inside_the_first_steps():
@@ -209,10 +211,9 @@ def test_scheduled_inputs_large_case_separates_exp_from_logits():
     (lambda g, l, c: torch.where(c, g, l.argmax(-1)).int(), ["check 'dtype'", "int32"]),
 ])
 def test_scheduled_inputs_covers_the_blind_spots(wrong, words):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_scheduled_inputs(wrong)
+    message = failure(check_scheduled_inputs, wrong)
     for word in words:
-        assert word in str(failure.value), (word, str(failure.value))
+        assert word in message, (word, message)
 
 
 # -----------------------------------------------------------------------------
@@ -360,7 +361,6 @@ def _large_negative(logits, p):
     (lambda x, p: top_p_reference(x, p)[..., :-1], ["check 'shape'"]),
 ])
 def test_top_p_checker_rejects_and_names_the_mistake(wrong, words):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_top_p_filter(wrong)
+    message = failure(check_top_p_filter, wrong)
     for word in words:
-        assert word in str(failure.value), (word, str(failure.value))
+        assert word in message, (word, message)

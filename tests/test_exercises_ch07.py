@@ -83,22 +83,6 @@ def test_length_penalty_checker_accepts_reference_and_notebook_solution(capsys):
     assert "checks passed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong, words", [
-    (lambda lp, n, a: lp * ((5 + n) / 6) ** a, ["length penalty formula", "divide"]),
-    (lambda lp, n, a: lp / n.clamp(min=1) ** a, ["length penalty formula", "smooths"]),
-    (lambda lp, n, a: lp / ((5 + n) / 6), ["length penalty formula", "exponent alpha"]),
-    (lambda lp, n, a: lp / ((5 + n) ** a / 6), ["length penalty formula", "whole fraction"]),
-    (lambda lp, n, a: lp / ((1 + n) / 6) ** a, ["length penalty formula", "constant is 5"]),
-    (lambda lp, n, a: (lp / ((5 + n) / 6) ** a).tolist(), ["returns a tensor", "list"]),
-    (lambda lp, n, a: (lp / ((5 + n) / 6) ** a).sum(), ["shape"]),
-    (lambda lp, n, a: lp / ((5 + n) / 6) ** (a + 0.1), ["values", "expected score"]),
-])
-def test_length_penalty_checker_rejects_and_names_the_mistake(wrong, words):
-    message = failure(check_length_penalty, wrong)
-    for word in words:
-        assert word in message, (word, message)
-
-
 def test_length_penalty_checker_catches_in_place_changes():
     def in_place(log_probs, lengths, alpha):
         return log_probs.div_(((5 + lengths) / 6) ** alpha)
@@ -156,21 +140,6 @@ def two_outputs(beam_scores, log_probs, k):
     V = log_probs.size(1)
     scores, flat = (beam_scores[:, None] + log_probs).reshape(-1).topk(k)
     return scores, flat
-
-
-@pytest.mark.parametrize("wrong, words", [
-    (no_prefix, ["beam step logic", "log-probability alone"]),
-    (per_row, ["beam step logic", "best token of each hypothesis"]),
-    (swapped, ["beam step logic", "swapped"]),
-    (by_beam_size, ["beam step logic", "with K"]),
-    (float_indices, ["dtype of indices", "int64"]),
-    (worst_first, ["scores", "not sorted"]),
-    (two_outputs, ["returns (scores, parents, tokens)", "length 2"]),
-])
-def test_beam_step_checker_rejects_and_names_the_mistake(wrong, words):
-    message = failure(check_beam_step, wrong)
-    for word in words:
-        assert word in message, (word, message)
 
 
 def test_beam_step_checker_reports_wrong_shapes_and_backpointers():
@@ -231,6 +200,15 @@ def _lengths_in_place(log_probs, lengths, alpha):
 
 
 @pytest.mark.parametrize("wrong, words", [
+    (lambda lp, n, a: lp * ((5 + n) / 6) ** a, ["length penalty formula", "divide"]),
+    (lambda lp, n, a: lp / n.clamp(min=1) ** a, ["length penalty formula", "smooths"]),
+    (lambda lp, n, a: lp / ((5 + n) / 6), ["length penalty formula", "exponent alpha"]),
+    (lambda lp, n, a: lp / ((5 + n) ** a / 6), ["length penalty formula", "whole fraction"]),
+    (lambda lp, n, a: lp / ((1 + n) / 6) ** a, ["length penalty formula", "constant is 5"]),
+    (lambda lp, n, a: (lp / ((5 + n) / 6) ** a).tolist(), ["returns a tensor", "list"]),
+    (lambda lp, n, a: (lp / ((5 + n) / 6) ** a).sum(), ["shape"]),
+    (lambda lp, n, a: lp / ((5 + n) / 6) ** (a + 0.1), ["values", "expected score"]),
+    # the blind spots: lengths that count <eos>, any order, dtype, -inf, gradients, in place
     (lambda lp, n, a: lp / ((4 + n) / 6) ** a, ["length penalty formula", "lengths - 1", "<eos>"]),
     (lambda lp, n, a: lp / ((6 + n) / 6) ** a, ["length penalty formula", "lengths + 1", "<eos>"]),
     (lambda lp, n, a: (lp / ((5 + n) / 6) ** a).sort(descending=True).values,
@@ -241,7 +219,7 @@ def _lengths_in_place(log_probs, lengths, alpha):
     (_rebuilt, ["gradient flows", "not connected"]),
     (_lengths_in_place, ["does not modify its inputs", "'lengths' was modified in place"]),
 ])
-def test_length_penalty_checker_covers_the_blind_spots(wrong, words):
+def test_length_penalty_checker_rejects_and_names_the_mistake(wrong, words):
     message = failure(check_length_penalty, wrong)
     for word in words:
         assert word in message, (word, message)
@@ -314,6 +292,14 @@ def adds_in_place(beam_scores, log_probs, k):
 
 
 @pytest.mark.parametrize("wrong, words", [
+    (no_prefix, ["beam step logic", "log-probability alone"]),
+    (per_row, ["beam step logic", "best token of each hypothesis"]),
+    (swapped, ["beam step logic", "swapped"]),
+    (by_beam_size, ["beam step logic", "with K"]),
+    (float_indices, ["dtype of indices", "int64"]),
+    (worst_first, ["scores", "not sorted"]),
+    (two_outputs, ["returns (scores, parents, tokens)", "length 2"]),
+    # the blind spots: inputs in any order, finished hypotheses anywhere, underflow, dtype, gradients
     (sorted_then_unmapped, ["unsorted beam scores", "beam step logic", "after sorting them"]),
     (drops_trailing_rows, ["finished (-inf) hypothesis first", "beam step logic", "can be anywhere"]),
     (in_probability_space, ["scores near -800", "beam step logic", "multiplied probabilities"]),
@@ -322,7 +308,7 @@ def adds_in_place(beam_scores, log_probs, k):
     (detached, ["gradient flows", "not connected"]),
     (adds_in_place, ["does not modify its inputs", "'log_probs' was modified in place"]),
 ])
-def test_beam_step_checker_covers_the_blind_spots(wrong, words):
+def test_beam_step_checker_rejects_and_names_the_mistake(wrong, words):
     message = failure(check_beam_step, wrong)
     for word in words:
         assert word in message, (word, message)
