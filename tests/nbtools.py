@@ -1,12 +1,28 @@
 """Helpers for tests that read the chapters: find an exercise's solution code and run it."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
-CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ROOT / "chapters"
+
+
+def load_file(path: str | Path, name: str | None = None) -> ModuleType:
+    """Import a script that is not in a package (``scripts/...``, ``_ext/...``) from its path,
+    relative to the repository root, as a fresh module registered under ``name`` (default: the
+    file's stem; dataclasses look their module up in ``sys.modules``)."""
+    path = ROOT / path
+    name = name or path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def chapter(prefix: str) -> Path:

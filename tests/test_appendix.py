@@ -6,14 +6,13 @@ from the chapters they link to. book/appendix_distributed.md describes scripts/t
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.nbtools import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "book" / "appendix_interview.md"
@@ -23,15 +22,7 @@ ANSWER = re.compile(r"^````\{admonition\} Answer\n(.*?)^````$", flags=re.S | re.
 FOOTER = re.compile(r"^Evidence: (.+?) · 한국어: \*\*(.+?)\*\* — \*(.+)\*$", flags=re.M)
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("collect_cyu", ROOT / "scripts" / "collect_cyu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-cyu = _load_script()
+cyu = load_file("scripts/collect_cyu.py")
 TEXT = PAGE.read_text(encoding="utf-8")
 CLASSIC = TEXT.split("## Classic questions", 1)[1].split("## Questions from the chapters", 1)[0]
 

@@ -1,21 +1,14 @@
 """The book's local Sphinx extension (_ext/s2s_book.py) and the browser check's helpers."""
-import importlib.util
-import sys
 from pathlib import Path
+from tests.nbtools import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-s2s_book = _load("s2s_book", "_ext/s2s_book.py")
-check_site = _load("check_site", "scripts/check_site.py")
+s2s_book = load_file("_ext/s2s_book.py")
+check_site = load_file("scripts/check_site.py")
 
 
 def test_run_facts_line():

@@ -9,7 +9,6 @@ global batch, and the two runs must agree in losses and parameters up to float r
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ from s2s_course.data.batching import collate_batch
 from s2s_course.distributed import (DistInfo, DistributedBatchSampler, cleanup_distributed,
                                     mean_over_ranks, setup_distributed, unwrap, wrap_ddp)
 from s2s_course.train import fit
+from tests.nbtools import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_ddp.py"
@@ -37,14 +37,7 @@ SMALL = ["--n-train", "64", "--min-len", "6", "--max-len", "6", "--batch-size", 
 DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_ddp", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_ddp = _load_script()
+train_ddp = load_file(SCRIPT)
 
 
 def _free_port() -> int:

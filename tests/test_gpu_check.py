@@ -5,7 +5,6 @@ step, and train_multi30k's ``train_or_load`` is replaced by a stub.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from tests.nbtools import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -42,10 +42,7 @@ def test_gpu_check_rejects_unknown_arguments(tmp_path):
 
 
 def _train_script():
-    spec = importlib.util.spec_from_file_location("train_multi30k", ROOT / "scripts" / "train_multi30k.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("scripts/train_multi30k.py")
 
 
 @pytest.mark.parametrize("argv, env, expected", [

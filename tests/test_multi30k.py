@@ -15,6 +15,7 @@ from s2s_course.models.rnn import count_parameters
 from s2s_course.models.transformer import Transformer
 from s2s_course.multi30k import QUICK, RECIPES, build_model, recipe, run_path, train_or_load
 from s2s_course.translation import prepare_multi30k
+from tests.nbtools import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_tokens=600, bpe_vocab_size=150,
@@ -192,13 +193,9 @@ def test_train_or_load_rejects_unknown_keys_before_reading_data(monkeypatch):
 # --- the command line --------------------------------------------------------------------------
 
 def test_train_multi30k_script_prints_each_run(monkeypatch, capsys):
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("train_multi30k",
-                                                  REPO / "scripts" / "train_multi30k.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_file("scripts/train_multi30k.py")
     calls = []
 
     class FakeRun:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.nbtools import load_file
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
@@ -211,9 +213,7 @@ def test_chapter_links_glossary_terms(chapter):
     """Chapters link the English–Korean glossary with {term}, and every link names a real entry."""
     path, nb = chapter
     md = "\n".join(cell_source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
-    glossary = (ROOT / "book" / "glossary.md").read_text(encoding="utf-8")
-    entries = {line.strip().lower() for line in glossary.split(":::{glossary}")[1].split("\n:::")[0].splitlines()
-               if line.strip() and not line.startswith(" ")}
+    entries = {term.lower() for term in load_file("scripts/collect_cyu.py").glossary()}
     links = re.findall(r"\{term\}`([^`]*)`", md)
     assert len(links) >= 5, f"{path.name}: only {len(links)} glossary links"
     for link in links:
